@@ -1,0 +1,39 @@
+"""Argument checks shared by every public constructor and method.
+
+Each helper names the parameter in its message, so a caller sees at once which
+argument was wrong. Booleans are rejected where a number is expected: ``True``
+is an ``int`` in Python, but never a pool size or a number of seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def check_size(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return *value* if it is an ``int`` of at least *minimum*.
+
+    :raises TypeError: *value* is not an ``int`` (or is a ``bool``).
+    :raises ValueError: *value* is below *minimum*.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def check_seconds(name: str, value: Any) -> float:
+    """Return *value* as a float if it is a non-negative number of seconds.
+
+    ``math.inf`` is accepted and means "no limit".
+
+    :raises TypeError: *value* is not an ``int`` or ``float`` (or is a ``bool``).
+    :raises ValueError: *value* is negative or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)

@@ -1,0 +1,78 @@
+"""A TCP proxy between clients and memcached that delays or cuts replies.
+
+It runs in the test's own gevent hub, so faults land exactly where a real slow
+or dying network would put them: inside the client's recv. Set
+``reply_delay`` (seconds, or a zero-argument callable returning seconds) to
+hold every chunk the server sends; call ``cut()`` to drop every connection.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import gevent
+from gevent import socket
+from gevent.server import StreamServer
+
+Delay = Union[float, Callable[[], float]]
+
+
+class FaultProxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.reply_delay: Delay = 0.0
+        self.connections = 0
+        self._sockets: set[socket.socket] = set()
+        self._server = StreamServer(("127.0.0.1", 0), self._handle)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self._server.server_port)
+
+    def start(self) -> FaultProxy:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(timeout=1)
+        self.cut()
+
+    def cut(self) -> None:
+        """Close every live connection, both towards clients and the server."""
+        for sock in list(self._sockets):
+            sock.close()
+        self._sockets.clear()
+
+    def _delay(self) -> float:
+        return self.reply_delay() if callable(self.reply_delay) else self.reply_delay
+
+    def _handle(self, client: socket.socket, _address: object) -> None:
+        self.connections += 1
+        try:
+            server = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        server.settimeout(None)
+        self._sockets.update((client, server))
+        upstream = gevent.spawn(self._pump, client, server, False)
+        downstream = gevent.spawn(self._pump, server, client, True)
+        gevent.joinall([upstream, downstream])
+        self._sockets.difference_update((client, server))
+
+    def _pump(self, source: socket.socket, sink: socket.socket, delayed: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if delayed:
+                    delay = self._delay()
+                    if delay:
+                        gevent.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            sink.close()
