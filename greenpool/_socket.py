@@ -19,7 +19,7 @@ import errno
 from typing import Any
 
 from gevent import socket as _gevent_socket
-from gevent.socket import *  # noqa: F403  (the namespace pymemcache expects)
+from gevent.socket import *
 
 
 class socket(_gevent_socket.socket):  # type: ignore[misc]  # noqa: N801

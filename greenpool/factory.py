@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymemcache.client.base import Client
 
@@ -67,7 +68,8 @@ def cloner(client: object) -> Callable[[], Any]:
     """
     if isinstance(client, Client):
         settings = {name: getattr(client, name) for name in _CLIENT_SETTINGS}
-        return functools.partial(type(client), client.server, **settings)
+        client_class: Callable[..., Any] = type(client)
+        return functools.partial(client_class, client.server, **settings)
     clone = getattr(client, "clone", None)
     if callable(clone):
         return clone  # type: ignore[no-any-return]

@@ -16,13 +16,15 @@ fair, see :meth:`ClientPool._put_slot`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
-from typing import Callable, Generic, Protocol, TypedDict, TypeVar
+from typing import Generic, Protocol, TypedDict, TypeVar
 
 from gevent.event import AsyncResult
 from gevent.monkey import get_original
@@ -384,10 +386,8 @@ class ClientPool(Generic[C]):
         return slot
 
     def _leave(self, waiter: AsyncResult) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # close() already dropped the queue
             self._waiters.remove(waiter)
-        except ValueError:  # close() already dropped the queue
-            pass
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -36,7 +36,9 @@ class MemcachedServer:
         command = [memcached_binary(), "-l", HOST, "-p", str(self.port), "-U", "0", "-t", "2"]
         if os.geteuid() == 0:
             command += ["-u", getpass.getuser()]
-        self._executor = TCPExecutor(command + list(extra_args), host=HOST, port=self.port, timeout=10)
+        self._executor = TCPExecutor(
+            command + list(extra_args), host=HOST, port=self.port, timeout=10
+        )
 
     @property
     def address(self) -> tuple[str, int]:

@@ -8,7 +8,8 @@ hold every chunk the server sends; call ``cut()`` to drop every connection.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import gevent
 from gevent import socket

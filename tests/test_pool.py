@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import pytest
@@ -157,9 +158,8 @@ def test_the_default_timeout_is_the_pools_and_finite(make_pool: MakePool) -> Non
     assert greenpool.DEFAULT_TIMEOUT == 5.0
     assert math.isfinite(ClientPool(lambda: None).timeout)
     pool = make_pool(1, timeout=0.1)
-    with pool.reserve():
-        with pytest.raises(PoolTimeout, match="timeout=0.1"), pool.reserve():
-            pass
+    with pool.reserve(), pytest.raises(PoolTimeout, match=r"timeout=0\.1"), pool.reserve():
+        pass
 
 
 def test_waiting_is_cooperative(make_pool: MakePool) -> None:
@@ -216,9 +216,8 @@ def test_close_wakes_waiters_with_pool_closed(make_pool: MakePool) -> None:
 
 
 def test_the_pool_is_a_context_manager_that_closes(memcached: MemcachedServer) -> None:
-    with ClientPool(client_factory(memcached.address), 2) as pool:
-        with pool.reserve() as mc:
-            mc.version()
+    with ClientPool(client_factory(memcached.address), 2) as pool, pool.reserve() as mc:
+        mc.version()
     assert pool.closed
 
 

@@ -1,0 +1,80 @@
+"""Fork safety: a child never uses a connection its parent opened."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.os
+
+from greenpool import ClientPool, client_factory
+from tests.memcached import MemcachedServer
+
+Key = Callable[[str], str]
+
+
+def _local_ports(pool: ClientPool[Any], n: int) -> set[int]:
+    """Reserve n clients at once and return their sockets' local ports."""
+    ports = set()
+    reservations = [pool.reserve() for _ in range(n)]
+    clients = [r.__enter__() for r in reservations]
+    for mc in clients:
+        mc.version()
+        ports.add(mc.sock.getsockname()[1])
+    for r in reversed(reservations):
+        r.__exit__(None, None, None)
+    return ports
+
+
+def _count_to(pool: ClientPool[Any], counter: str, n: int) -> bool:
+    """incr a counter n times through the pool; every reply must be the next number."""
+    jobs = []
+    results: list[int] = []
+
+    def incr(count: int) -> None:
+        for _ in range(count):
+            with pool.reserve() as mc:
+                results.append(mc.incr(counter, 1))
+
+    jobs = [gevent.spawn(incr, n // 4) for _ in range(4)]
+    gevent.joinall(jobs, timeout=30, raise_error=True)
+    return sorted(results) == list(range(1, n + 1))
+
+
+def test_parent_and_child_never_share_a_connection_and_both_keep_working(
+    memcached: MemcachedServer, key: Key
+) -> None:
+    """After a fork the child builds its own clients; parent and child then run
+    side by side, each reading exactly its own replies (a shared socket would
+    mix them up or break)."""
+    pool = ClientPool(client_factory(memcached.address), 4)
+    parent_ports = _local_ports(pool, 4)
+    with pool.reserve() as mc:
+        mc.set(key("parent"), "0")
+        mc.set(key("child"), "0")
+    read_end, write_end = os.pipe()
+    pid = gevent.os.fork()
+    if pid == 0:  # the child: report through the pipe and never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            child_ports = _local_ports(pool, 4)
+            stats = pool.stats()
+            ok = (
+                not child_ports & parent_ports
+                and stats["size"] == 4
+                and _count_to(pool, key("child"), 400)
+            )
+            os.write(write_end, b"ok" if ok else repr((child_ports, stats)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    assert _count_to(pool, key("parent"), 400)  # meanwhile the child counts too
+    assert _local_ports(pool, 4) == parent_ports  # the parent kept its own connections
+    _, status = gevent.os.waitpid(pid, 0)
+    report = os.read(read_end, 4096)
+    os.close(read_end)
+    assert status == 0 and report == b"ok"

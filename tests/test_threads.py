@@ -1,0 +1,54 @@
+"""The pool belongs to one OS thread's hub; other threads get a clear error."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from greenpool import ClientPool, PoolError
+
+MakePool = Callable[..., ClientPool[Any]]
+
+
+def test_another_thread_gets_a_clear_pool_error_and_nothing_hangs(make_pool: MakePool) -> None:
+    pool = make_pool(2, name="threaded")
+    with pool.reserve() as mc:
+        mc.version()
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            with pool.reserve(timeout=1):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], PoolError)
+    assert "'threaded' belongs to thread" in str(errors[0])
+    with pool.reserve() as mc:  # unharmed in its own thread
+        assert mc.version()
+    assert pool.stats()["in_use"] == 0
+
+
+def test_a_pool_binds_to_the_first_thread_that_uses_it(make_pool: MakePool) -> None:
+    """A pool built in one thread and used only in another works there."""
+    pool = make_pool(1)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(_version(pool)))
+    thread.start()
+    thread.join(10)
+    assert results and results[0]
+    with pytest.raises(PoolError, match="create one pool per thread"), pool.reserve():
+        pass
+
+
+def _version(pool: ClientPool[Any]) -> Any:
+    with pool.reserve() as mc:
+        return mc.version()
