@@ -116,8 +116,7 @@ class Reservation(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        broken = exc_type is not None and breaks_connection(exc_type)
-        self._pool._put(self.client, broken, self._epoch)
+        self._pool._put(self.client, exc_type, self._epoch)
 
 
 class ClientPool(Generic[C]):
@@ -309,8 +308,11 @@ class ClientPool(Generic[C]):
         self._created += 1
         return client
 
-    def _put(self, client: C, broken: bool, epoch: int) -> None:
-        """Take back a client reserved in process generation *epoch*."""
+    def _put(self, client: C, exc_type: type[BaseException] | None, epoch: int) -> None:
+        """Take back a client reserved in process generation *epoch*.
+
+        *exc_type* is the exception that ended the client's use, or ``None``.
+        """
         if epoch != _fork.epoch:
             # Reserved before a fork: the parent owns its socket. Our own slots
             # were renewed by _after_fork, so only drop our file descriptor.
@@ -318,7 +320,7 @@ class ClientPool(Generic[C]):
                 self._after_fork()
             _close_quietly(client, self.name)
             return
-        if broken:
+        if exc_type is not None and breaks_connection(exc_type):
             self._discard(client)
             self._put_slot(None)
         else:

@@ -1,4 +1,7 @@
-"""Fixtures: a real memcached per session, restartable ones per test, a fault proxy."""
+"""Fixtures: restartable memcached servers, a fault proxy, keys and pools.
+
+The session-wide memcached lives in the root conftest.py, for doctests too.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,6 @@ from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
 
 _keys = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def memcached() -> Iterator[MemcachedServer]:
-    """One memcached for the whole session; tests use their own keys."""
-    server = MemcachedServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -63,25 +58,3 @@ def make_pool(memcached: MemcachedServer) -> Iterator[Callable[..., ClientPool[A
     yield make
     for pool in pools:
         pool.close()
-
-
-@pytest.fixture(scope="session")
-def memcached_address(memcached: MemcachedServer) -> tuple[str, int]:
-    return memcached.address
-
-
-@pytest.fixture(autouse=True)
-def _doctest_names(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give doctests a live memcached (also as $MEMCACHED, as README.rst reads it)."""
-    if not isinstance(request.node, pytest.DoctestItem):
-        return
-    import greenpool
-
-    address = request.getfixturevalue("memcached_address")
-    monkeypatch.setenv("MEMCACHED", f"{address[0]}:{address[1]}")
-    request.getfixturevalue("doctest_namespace").update(
-        memcached_address=address,
-        client_factory=client_factory,
-        ClientPool=ClientPool,
-        greenpool=greenpool,
-    )
