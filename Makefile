@@ -21,6 +21,7 @@ test: lint types pytest
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m docutils --halt=warning README.rst /dev/null
 
 types: $(VENV)/.installed-test
 	$(BIN)/mypy greenpool

@@ -5,9 +5,10 @@ for the next user, waiters are served fairly and cooperatively, and forked
 children never share their parent's connections.
 """
 
-from greenpool.errors import PoolClosed, PoolError, PoolTimeout
+from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import client_factory
-from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, PoolStats, Reservation
+from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reservation
+from greenpool.stats import PoolStats
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "ClientPool",
     "PoolClosed",
     "PoolError",
+    "PoolOverloaded",
     "PoolStats",
     "PoolTimeout",
     "Reservation",

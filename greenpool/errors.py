@@ -7,7 +7,7 @@ the parameter involved.
 
 from __future__ import annotations
 
-__all__ = ["PoolClosed", "PoolError", "PoolTimeout"]
+__all__ = ["PoolClosed", "PoolError", "PoolOverloaded", "PoolTimeout"]
 
 
 class PoolError(Exception):
@@ -20,3 +20,7 @@ class PoolTimeout(PoolError):
 
 class PoolClosed(PoolError):
     """Raised when a pool is used after :meth:`~greenpool.ClientPool.close`."""
+
+
+class PoolOverloaded(PoolError):
+    """Raised when *max_waiting* greenlets already wait, so this one may not."""

@@ -3,12 +3,13 @@
 The data path of one reservation, all in this file::
 
     reserve() -> Reservation.__enter__ -> _get: pop a slot, or wait for one
-              -> a None slot means "create a client now" (_new_client)
+              -> a None slot means "create a client now" (_create)
+              -> an idle one past its limits is replaced first (_prepare)
     with-body uses the client
     Reservation.__exit__ -> _put: interrupted or broken? discard, keep the slot
-                         -> hand the slot to the oldest waiter, or push it back
+                         -> _put_slot: to the oldest waiter, or back on the stack
 
-Slots live in a deque: placeholders (``None``) on the left, idle clients on the
+Slots live in a deque: placeholders (``None``) on the left, idle entries on the
 right, so the most recently returned client is reused first and a new one is
 made only when no idle one exists (urllib3's ``LifoQueue`` of ``None``, made
 fair, see :meth:`ClientPool._put_slot`).
@@ -20,21 +21,23 @@ import contextlib
 import itertools
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Protocol, TypedDict, TypeVar
+from typing import Any, Generic, Optional, Protocol, TypeVar
 
 from gevent.event import AsyncResult
 from gevent.monkey import get_original
-from pymemcache.exceptions import MemcacheError, MemcacheIllegalInputError
 
-from greenpool import _fork
+from greenpool import _fork, _leaks
 from greenpool._checks import check_seconds, check_size
-from greenpool.errors import PoolClosed, PoolError, PoolTimeout
+from greenpool._entry import Entry, failure, server_gone
+from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
+from greenpool.stats import DISCARD_REASONS, PoolStats
 
-__all__ = ["DEFAULT_MAXSIZE", "DEFAULT_TIMEOUT", "ClientPool", "PoolStats", "Reservation"]
+__all__ = ["DEFAULT_MAXSIZE", "DEFAULT_TIMEOUT", "ClientPool", "Reservation"]
 
 log = logging.getLogger("greenpool")
 
@@ -45,11 +48,13 @@ DEFAULT_TIMEOUT = 5.0
 
 # The OS thread, even under monkey-patching (where threading's ident is a greenlet's).
 _thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_monotonic = time.monotonic
 _pool_numbers = itertools.count(1)
 
 
 class Closable(Protocol):
-    """What the pool needs of a client: a ``close()`` that drops its connection."""
+    """What the pool needs of a client: ``close()`` drops its connection, and the
+    next command reconnects (as pymemcache's clients do)."""
 
     def close(self) -> None: ...
 
@@ -57,66 +62,32 @@ class Closable(Protocol):
 C = TypeVar("C", bound=Closable)
 
 
-class PoolStats(TypedDict):
-    """What :meth:`ClientPool.stats` returns; README.rst documents each key."""
-
-    maxsize: int
-    size: int
-    idle: int
-    in_use: int
-    waiting: int
-    created: int
-    discarded: int
-    reserves: int
-    waits: int
-    timeouts: int
-    wait_ms: float
-
-
-def breaks_connection(exc_type: type[BaseException]) -> bool:
-    """Whether leaving a reservation by *exc_type* may leave the client unusable.
-
-    A BaseException that is not an Exception (``gevent.Timeout``, ``GreenletExit``,
-    ``KeyboardInterrupt``) can arrive while a command is half sent or its reply
-    half read: pymemcache does not clean up after those, so the socket may hold
-    another command's reply. Socket and protocol errors leave the connection
-    unknown too. Invalid input is rejected before anything is sent, and any
-    other exception is the application's, raised between complete commands.
-    """
-    if not issubclass(exc_type, Exception):
-        return True
-    return issubclass(exc_type, (OSError, MemcacheError)) and not issubclass(
-        exc_type, MemcacheIllegalInputError
-    )
-
-
 class Reservation(Generic[C]):
     """The context manager :meth:`ClientPool.reserve` returns.
 
     Entering it takes a client from the pool; leaving it puts the client back,
     or discards it when the block was left by an interruption or a connection
-    error (see :func:`breaks_connection`).
+    error.
     """
 
-    __slots__ = ("_block", "_epoch", "_pool", "_timeout", "client")
+    __slots__ = ("_block", "_entry", "_pool", "_timeout")
 
-    def __init__(self, pool: ClientPool[C], block: bool, timeout: float | None) -> None:
+    def __init__(self, pool: ClientPool[C], block: bool, timeout: Optional[float]) -> None:
         self._pool = pool
         self._block = block
         self._timeout = timeout
 
     def __enter__(self) -> C:
-        self.client = client = self._pool._get(self._block, self._timeout)
-        self._epoch = _fork.epoch
-        return client
+        self._entry = entry = self._pool._get(self._block, self._timeout)
+        return entry.client
 
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
     ) -> None:
-        self._pool._put(self.client, exc_type, self._epoch)
+        self._pool._put(self._entry, exc_type)
 
 
 class ClientPool(Generic[C]):
@@ -126,8 +97,8 @@ class ClientPool(Generic[C]):
     ``greenpool.client_factory(("127.0.0.1", 11211))``. Clients are created
     lazily, only when no idle one exists, and never more than *maxsize* at once.
     The most recently returned client is reused first. *timeout* is how long
-    :meth:`reserve` waits by default, in seconds. *name* appears in errors and
-    logs.
+    :meth:`reserve` waits by default, in seconds. *name* appears in errors, logs
+    and metrics.
 
     >>> pool = ClientPool(client_factory(memcached_address), maxsize=4)
     >>> with pool.reserve() as mc:
@@ -137,6 +108,15 @@ class ClientPool(Generic[C]):
     b'hello'
     >>> pool.stats()["in_use"]
     0
+
+    Operating options, all off by default (README.rst, "Operating in production"):
+    *max_idle* seconds before an idle client is closed instead of reused;
+    *max_lifetime* seconds (less up to 5% jitter) before a client is closed on
+    its way back; *check_after_idle* seconds idle before a client is verified
+    with *check* (default: its ``version()`` command) before it is lent;
+    *leak_warning_after* seconds before a reservation still held is logged with
+    the stack that made it; *max_waiting* greenlets waiting before
+    :meth:`reserve` fails at once with :class:`~greenpool.PoolOverloaded`.
 
     The pool belongs to the OS thread that first reserves from it (that
     thread's gevent hub); using it from another thread raises
@@ -150,34 +130,57 @@ class ClientPool(Generic[C]):
         maxsize: int = DEFAULT_MAXSIZE,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        name: str | None = None,
+        name: Optional[str] = None,
+        max_idle: Optional[float] = None,
+        max_lifetime: Optional[float] = None,
+        check_after_idle: Optional[float] = None,
+        check: Optional[Callable[[C], object]] = None,
+        leak_warning_after: Optional[float] = None,
+        max_waiting: Optional[int] = None,
     ) -> None:
         if not callable(factory):
             raise TypeError(
                 f"factory must be a zero-argument callable returning a client, "
                 f"not {type(factory).__name__}"
             )
+        if check is not None and not callable(check):
+            raise TypeError(f"check must be a callable taking a client, not {type(check).__name__}")
         self._factory = factory
         self._maxsize = check_size("maxsize", maxsize)
         self.timeout = check_seconds("timeout", timeout)
         self.name = name if name is not None else f"pool-{next(_pool_numbers)}"
-        self._slots: deque[C | None] = deque([None] * self._maxsize)
+        self._max_idle = _optional_seconds("max_idle", max_idle)
+        self._max_lifetime = _optional_seconds("max_lifetime", max_lifetime)
+        self._check_after = _optional_seconds("check_after_idle", check_after_idle)
+        if check is not None and self._check_after is None:
+            self._check_after = 0.0
+        self._check: Callable[[C], object] = check or _version
+        self._leak_after = _optional_seconds("leak_warning_after", leak_warning_after)
+        self._max_waiting = (
+            None if max_waiting is None else check_size("max_waiting", max_waiting, minimum=0)
+        )
+        # Whether an idle entry needs a look before it is lent again.
+        self._vetting = not (self._max_idle is None and self._max_lifetime is None
+                             and self._check_after is None)  # fmt: skip
+        self._slots: deque[Optional[Entry[C]]] = deque([None] * self._maxsize)
         self._waiters: deque[AsyncResult] = deque()
+        self._excess = 0  # clients in use beyond maxsize after a shrink
         self._closed = False
-        self._thread: int | None = None
+        self._thread: Optional[int] = None
         self._epoch = _fork.epoch
+        self._generation = 0
         self._in_use = 0
         self._size = 0
         self._created = 0
-        self._discarded = 0
-        self._reserves = 0
-        self._waits = 0
-        self._timeouts = 0
-        self._wait_s = 0.0
+        self._discards = dict.fromkeys(DISCARD_REASONS, 0)
+        self._reconnects = self._connection_errors = 0
+        self._reserves = self._waits = self._timeouts = self._overloaded = 0
+        self._wait_s = self._usage_s = 0.0
+        self._leaks = _leaks.LeakWatch(self.name) if self._leak_after is not None else None
 
     @property
     def maxsize(self) -> int:
-        """The most clients that may exist at once."""
+        """The most clients that may exist at once (see :meth:`resize`)."""
         return self._maxsize
 
     @property
@@ -191,7 +194,7 @@ class ClientPool(Generic[C]):
             f"size={self._size} in_use={self._in_use}>"
         )
 
-    def reserve(self, block: bool = True, timeout: float | None = None) -> Reservation[C]:
+    def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Reservation[C]:
         """Return a context manager that lends a client for the ``with`` block.
 
         If *block* is true and *timeout* is ``None`` (the default), wait up to
@@ -201,7 +204,9 @@ class ClientPool(Generic[C]):
         (*timeout* is ignored). Waiting is cooperative: other greenlets run
         meanwhile, and waiters are served in the order they arrived. When no
         client came free in time, :class:`~greenpool.PoolTimeout` is raised;
-        after :meth:`close`, :class:`~greenpool.PoolClosed`.
+        when *max_waiting* greenlets already wait,
+        :class:`~greenpool.PoolOverloaded`; after :meth:`close`,
+        :class:`~greenpool.PoolClosed`.
 
         The client goes back when the block ends. If the block was left by an
         interruption (``gevent.Timeout``, a kill, ``KeyboardInterrupt``) or by a
@@ -224,7 +229,7 @@ class ClientPool(Generic[C]):
         :raises ValueError: *n_slots* exceeds the number of clients the pool may
             still create (*maxsize* minus *size*).
         """
-        from greenpool.factory import cloner  # factory imports pool's users, not pool
+        from greenpool.factory import cloner
 
         check_size("n_slots", n_slots, minimum=0)
         self._check_usable()
@@ -236,9 +241,36 @@ class ClientPool(Generic[C]):
             )
         make: Callable[[], C] = self._factory if client is None else cloner(client)
         for _ in range(n_slots):
-            new = self._new_client(make)
+            entry = self._new_entry(make, _monotonic())
+            entry.since = _monotonic()
             self._slots.popleft()  # a placeholder: they sit on the left
-            self._slots.append(new)
+            self._slots.append(entry)
+
+    def resize(self, maxsize: int) -> None:
+        """Change *maxsize* at run time.
+
+        Growing wakes waiters at once. Shrinking closes idle clients (the
+        coldest first) and lets clients in use finish: they are closed when they
+        come back, until the pool is within its new size.
+        """
+        check_size("maxsize", maxsize)
+        self._check_usable()
+        grow, self._maxsize = maxsize - self._maxsize, maxsize
+        absorbed = min(self._excess, max(grow, 0))
+        self._excess -= absorbed
+        for _ in range(grow - absorbed):
+            if self._waiters:
+                self._in_use += 1
+                self._waiters.popleft().set(None)
+            else:
+                self._slots.appendleft(None)
+        shrink = -grow
+        while shrink > 0 and self._slots:
+            entry = self._slots.popleft()  # placeholders first, then the coldest idle
+            if entry is not None:
+                self._discard(entry, "resized")
+            shrink -= 1
+        self._excess += max(shrink, 0)
 
     def close(self) -> None:
         """Close idle clients now and clients in use when they come back.
@@ -253,9 +285,9 @@ class ClientPool(Generic[C]):
         for waiter in waiters:
             waiter.set_exception(PoolClosed(f"pool {self.name!r} was closed while waiting"))
         while self._slots:
-            slot = self._slots.pop()
-            if slot is not None:
-                self._discard(slot)
+            entry = self._slots.pop()
+            if entry is not None:
+                self._discard(entry, "closed")
 
     def __enter__(self) -> ClientPool[C]:
         return self
@@ -264,9 +296,10 @@ class ClientPool(Generic[C]):
         self.close()
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (see README.rst)."""
+        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats")."""
         if self._epoch != _fork.epoch:
             self._after_fork()
+        discards = self._discards
         return PoolStats(
             maxsize=self._maxsize,
             size=self._size,
@@ -274,85 +307,179 @@ class ClientPool(Generic[C]):
             in_use=self._in_use,
             waiting=len(self._waiters),
             created=self._created,
-            discarded=self._discarded,
+            discarded=sum(discards.values()),
+            discarded_interrupted=discards["interrupted"],
+            discarded_error=discards["error"],
+            discarded_idle=discards["idle"],
+            discarded_lifetime=discards["lifetime"],
+            discarded_check_failed=discards["check_failed"],
+            discarded_fork=discards["fork"],
+            discarded_closed=discards["closed"],
+            discarded_resized=discards["resized"],
+            reconnects=self._reconnects,
+            connection_errors=self._connection_errors,
             reserves=self._reserves,
             waits=self._waits,
             timeouts=self._timeouts,
+            overloaded=self._overloaded,
+            leak_warnings=self._leaks.warnings if self._leaks else 0,
             wait_ms=self._wait_s * 1000.0,
+            usage_ms=self._usage_s * 1000.0,
         )
 
-    # -- the lifecycle: _get, _new_client, _put ---------------------------------
+    # -- the data path: _get, _prepare, _create, _put, _put_slot -------------------
 
-    def _get(self, block: bool, timeout: float | None) -> C:
-        """Take a client: the warmest idle one, a new one, or one handed over."""
-        self._check_usable()
+    def _get(self, block: bool, timeout: Optional[float]) -> Entry[C]:
+        """Take an entry: the warmest idle one, a new one, or one handed over."""
+        if self._closed or self._epoch != _fork.epoch or self._thread != _thread_ident():
+            self._check_usable()
         if self._slots:
-            slot = self._slots.pop()
+            entry = self._slots.pop()
             self._in_use += 1
         else:
-            slot = self._wait(block, timeout)  # counted in _in_use by the giver
+            entry = self._wait(block, timeout)  # counted in _in_use by the giver
+        now = _monotonic()
+        if entry is None or self._vetting or entry.generation != self._generation:
+            entry = self._prepare(entry, now)
         self._reserves += 1
-        if slot is None:
-            try:
-                slot = self._new_client(self._factory)
-            except BaseException:
-                self._put_slot(None)
-                raise
-        return slot
+        entry.since = now
+        if self._leaks is not None:
+            self._leaks.watch(entry, self._leak_after)
+        return entry
 
-    def _new_client(self, make: Callable[[], C]) -> C:
+    def _prepare(self, entry: Optional[Entry[C]], now: float) -> Entry[C]:
+        """Make the slot just taken lendable: create into a placeholder; reconnect
+        a client older than the last server failure; replace one past its limits."""
+        while entry is not None:
+            if entry.generation != self._generation:
+                _close_quietly(entry.client, self.name)  # pymemcache reconnects on use
+                entry.generation = self._generation
+                self._reconnects += 1
+            reason = self._expired(entry, now) or self._checked(entry, now)
+            if reason is None:
+                return entry
+            self._discard(entry, reason)
+            if self._slots and self._slots[-1] is not None:
+                self._slots.appendleft(None)  # trade our placeholder for the next idle one
+                entry = self._slots.pop()
+            else:
+                entry = None
+        return self._create(now)
+
+    def _expired(self, entry: Entry[C], now: float) -> Optional[str]:
+        if now >= entry.expires:
+            return "lifetime"
+        if self._max_idle is not None and now - entry.since > self._max_idle:
+            return "idle"
+        return None
+
+    def _checked(self, entry: Entry[C], now: float) -> Optional[str]:
+        """Run the liveness check on a client idle past check_after_idle."""
+        if self._check_after is None or now - entry.since < self._check_after:
+            return None
+        try:
+            self._check(entry.client)
+        except Exception:
+            log.info("pool %r: a client failed its check and is replaced", self.name)
+            return "check_failed"
+        except BaseException:
+            self._discard(entry, "interrupted")
+            self._put_slot(None)
+            raise
+        return None
+
+    def _create(self, now: float) -> Entry[C]:
+        """Fill the placeholder this reservation holds, or give it back on failure."""
+        try:
+            return self._new_entry(self._factory, now)
+        except BaseException:
+            self._put_slot(None)
+            raise
+
+    def _new_entry(self, make: Callable[[], C], now: float) -> Entry[C]:
         client = make()
         if client is None:
             raise TypeError(f"the factory of pool {self.name!r} returned None, not a client")
+        expires = math.inf
+        if self._max_lifetime is not None:
+            expires = now + self._max_lifetime * random.uniform(0.95, 1.0)
         self._size += 1
         self._created += 1
-        return client
+        return Entry(client, _fork.epoch, self._generation, expires)
 
-    def _put(self, client: C, exc_type: type[BaseException] | None, epoch: int) -> None:
-        """Take back a client reserved in process generation *epoch*.
-
-        *exc_type* is the exception that ended the client's use, or ``None``.
-        """
-        if epoch != _fork.epoch:
-            # Reserved before a fork: the parent owns its socket. Our own slots
-            # were renewed by _after_fork, so only drop our file descriptor.
+    def _put(self, entry: Entry[C], exc_type: Optional[type[BaseException]]) -> None:
+        """Take back a lent entry; *exc_type* is the exception that ended its use."""
+        if entry.epoch != _fork.epoch:
+            # Lent before a fork: the parent owns its socket. Our own slots were
+            # renewed by _after_fork, so only drop our file descriptor.
             if self._epoch != _fork.epoch:
                 self._after_fork()
-            _close_quietly(client, self.name)
+            _close_quietly(entry.client, self.name)
             return
-        if exc_type is not None and breaks_connection(exc_type):
-            self._discard(client)
+        now = _monotonic()
+        self._usage_s += now - entry.since
+        entry.since = now
+        if entry.leak is not None:
+            _leaks.LeakWatch.stop(entry)
+        reason = None if exc_type is None else failure(exc_type)
+        if reason is not None:
+            if reason == "error":
+                self._connection_errors += 1
+                if server_gone(exc_type) and entry.generation == self._generation:  # type: ignore[arg-type]
+                    self._generation += 1  # reconnect every idle client made before this
+            self._discard(entry, reason)
+            self._put_slot(None)
+        elif now >= entry.expires:
+            self._discard(entry, "lifetime")
             self._put_slot(None)
         else:
-            self._put_slot(client)
+            self._put_slot(entry)
+            if self._max_idle is not None:
+                self._trim(now)
 
-    def _put_slot(self, slot: C | None) -> None:
+    def _put_slot(self, slot: Optional[Entry[C]]) -> None:
         """Hand *slot* to the oldest waiter, or push it back.
 
         A direct hand-off keeps the pool fair. With a plain LifoQueue, a put
         only schedules a waiter's wake-up, and a greenlet that releases and
         reserves again in a loop takes the client back first, forever.
         """
-        if self._waiters:
-            self._waiters.popleft().set(slot)
-            return
-        self._in_use -= 1
-        if self._closed:
+        if self._excess:  # the pool shrank while this was lent
+            self._excess -= 1
+            self._in_use -= 1
             if slot is not None:
-                self._discard(slot)
-        elif slot is None:
-            self._slots.appendleft(None)
+                self._discard(slot, "resized")
+        elif self._waiters:
+            self._waiters.popleft().set(slot)
         else:
-            self._slots.append(slot)
+            self._in_use -= 1
+            if self._closed:
+                if slot is not None:
+                    self._discard(slot, "closed")
+            elif slot is None:
+                self._slots.appendleft(None)
+            else:
+                self._slots.append(slot)
 
-    def _discard(self, client: C) -> None:
+    def _discard(self, entry: Entry[C], reason: str) -> None:
         self._size -= 1
-        self._discarded += 1
-        _close_quietly(client, self.name)
+        self._discards[reason] += 1
+        _close_quietly(entry.client, self.name)
+
+    def _trim(self, now: float) -> None:
+        """Close the coldest idle client if it idled past max_idle: the pool
+        shrinks toward demand while it is used, one client per return."""
+        coldest = self._slots.count(None)
+        if coldest < len(self._slots):
+            entry = self._slots[coldest]
+            if entry is not None and now - entry.since > self._max_idle:  # type: ignore[operator]
+                del self._slots[coldest]
+                self._slots.appendleft(None)
+                self._discard(entry, "idle")
 
     # -- waiting and checks ------------------------------------------------------
 
-    def _wait(self, block: bool, timeout: float | None) -> C | None:
+    def _wait(self, block: bool, timeout: Optional[float]) -> Optional[Entry[C]]:
         """Wait for a slot handed over by _put_slot; raise PoolTimeout if none."""
         seconds = self.timeout if timeout is None else timeout
         if not block or seconds == 0:
@@ -361,10 +488,16 @@ class ClientPool(Generic[C]):
                 f"no client free in pool {self.name!r} (maxsize={self._maxsize}) "
                 f"and block=False or timeout=0 was given"
             )
+        if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
+            self._overloaded += 1
+            raise PoolOverloaded(
+                f"pool {self.name!r} already has max_waiting={self._max_waiting} "
+                f"greenlets waiting for its {self._maxsize} clients"
+            )
         waiter: AsyncResult = AsyncResult()
         self._waiters.append(waiter)
         self._waits += 1
-        started = time.monotonic()
+        started = _monotonic()
         try:
             waiter.wait(None if math.isinf(seconds) else seconds)
         except BaseException:
@@ -376,7 +509,7 @@ class ClientPool(Generic[C]):
                 self._leave(waiter)
             raise
         finally:
-            self._wait_s += time.monotonic() - started
+            self._wait_s += _monotonic() - started
         if not waiter.ready():
             self._leave(waiter)
             self._timeouts += 1
@@ -384,7 +517,7 @@ class ClientPool(Generic[C]):
                 f"no client came free in pool {self.name!r} (maxsize={self._maxsize}) "
                 f"within timeout={seconds}s"
             )
-        slot: C | None = waiter.get()  # raises PoolClosed set by close()
+        slot: Optional[Entry[C]] = waiter.get()  # raises PoolClosed set by close()
         return slot
 
     def _leave(self, waiter: AsyncResult) -> None:
@@ -407,18 +540,25 @@ class ClientPool(Generic[C]):
 
     def _after_fork(self) -> None:
         """Forget the parent's clients: they share sockets with the parent."""
-        parents = [slot for slot in self._slots if slot is not None]
-        self._discarded += self._size
-        self._size = 0
-        self._in_use = 0
+        parents = [entry for entry in self._slots if entry is not None]
+        self._discards["fork"] += self._size
+        self._size = self._in_use = self._excess = 0
         self._slots = deque([None] * self._maxsize)
         waiters, self._waiters = self._waiters, deque()
         self._thread = None
         self._epoch = _fork.epoch
         for waiter in waiters:
             waiter.set_exception(PoolError(f"pool {self.name!r}: the process forked while waiting"))
-        for client in parents:
-            _close_quietly(client, self.name)
+        for entry in parents:
+            _close_quietly(entry.client, self.name)
+
+
+def _optional_seconds(name: str, value: Any) -> Optional[float]:
+    return None if value is None else check_seconds(name, value)
+
+
+def _version(client: Any) -> object:
+    return client.version()
 
 
 def _close_quietly(client: Closable, pool_name: str) -> None:

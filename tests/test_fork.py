@@ -52,8 +52,8 @@ def test_parent_and_child_never_share_a_connection_and_both_keep_working(
     pool = ClientPool(client_factory(memcached.address), 4)
     parent_ports = _local_ports(pool, 4)
     with pool.reserve() as mc:
-        mc.set(key("parent"), "0")
-        mc.set(key("child"), "0")
+        mc.set(key("parent"), "0", noreply=False)
+        mc.set(key("child"), "0", noreply=False)
     read_end, write_end = os.pipe()
     pid = gevent.os.fork()
     if pid == 0:  # the child: report through the pipe and never return into pytest

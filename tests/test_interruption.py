@@ -32,8 +32,8 @@ def _nothing() -> contextlib.nullcontext[None]:
 
 
 def _counters(mc: Any, key: Key) -> None:
-    mc.set(key("x"), "1000")
-    mc.set(key("y"), "5")
+    mc.set(key("x"), "1000", noreply=False)
+    mc.set(key("y"), "5", noreply=False)
 
 
 def test_a_raw_pymemcache_client_reads_the_stale_reply(proxy: FaultProxy, key: Key) -> None:
@@ -189,7 +189,7 @@ def test_hundreds_of_greenlets_with_random_timeouts_see_no_wrong_value(
     greenlets = 300
     with pool.reserve() as mc:
         for i in range(greenlets):
-            mc.set(key(f"c{i}"), str(i * 1_000_000))
+            mc.set(key(f"c{i}"), str(i * 1_000_000), noreply=False)
     proxy.reply_delay = lambda: rng.choice((0, 0, 0.001, 0.005, 0.02))
     wrong: list[str] = []
     protocol_errors: list[BaseException] = []
