@@ -166,6 +166,7 @@ class ClientPool(Generic[C]):
         self._waiters: deque[AsyncResult] = deque()
         self._excess = 0  # clients in use beyond maxsize after a shrink
         self._closed = False
+        self._attention = False  # closed, or forked since last used: see _check_usable
         self._thread: Optional[int] = None
         self._epoch = _fork.epoch
         self._generation = 0
@@ -177,6 +178,7 @@ class ClientPool(Generic[C]):
         self._reserves = self._waits = self._timeouts = self._overloaded = 0
         self._wait_s = self._usage_s = 0.0
         self._leaks = _leaks.LeakWatch(self.name) if self._leak_after is not None else None
+        _fork.pools.add(self)
 
     @property
     def maxsize(self) -> int:
@@ -280,7 +282,7 @@ class ClientPool(Generic[C]):
         """
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._attention = True
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             waiter.set_exception(PoolClosed(f"pool {self.name!r} was closed while waiting"))
@@ -331,7 +333,7 @@ class ClientPool(Generic[C]):
 
     def _get(self, block: bool, timeout: Optional[float]) -> Entry[C]:
         """Take an entry: the warmest idle one, a new one, or one handed over."""
-        if self._closed or self._epoch != _fork.epoch or self._thread != _thread_ident():
+        if self._attention or self._thread != _thread_ident():
             self._check_usable()
         if self._slots:
             entry = self._slots.pop()
@@ -409,6 +411,25 @@ class ClientPool(Generic[C]):
 
     def _put(self, entry: Entry[C], exc_type: Optional[type[BaseException]]) -> None:
         """Take back a lent entry; *exc_type* is the exception that ended its use."""
+        now = _monotonic()
+        self._usage_s += now - entry.since
+        entry.since = now
+        if entry.leak is not None:
+            _leaks.LeakWatch.stop(entry)
+        if exc_type is not None or now >= entry.expires or entry.epoch != _fork.epoch:
+            self._put_back_unusual(entry, exc_type, now)
+        elif self._waiters or self._excess or self._closed:
+            self._put_slot(entry)
+        else:  # the common case, inlined from _put_slot
+            self._in_use -= 1
+            self._slots.append(entry)
+            if self._max_idle is not None:
+                self._trim(now)
+
+    def _put_back_unusual(
+        self, entry: Entry[C], exc_type: Optional[type[BaseException]], now: float
+    ) -> None:
+        """Take back an entry lent before a fork, ended by a failure, or expired."""
         if entry.epoch != _fork.epoch:
             # Lent before a fork: the parent owns its socket. Our own slots were
             # renewed by _after_fork, so only drop our file descriptor.
@@ -416,26 +437,16 @@ class ClientPool(Generic[C]):
                 self._after_fork()
             _close_quietly(entry.client, self.name)
             return
-        now = _monotonic()
-        self._usage_s += now - entry.since
-        entry.since = now
-        if entry.leak is not None:
-            _leaks.LeakWatch.stop(entry)
         reason = None if exc_type is None else failure(exc_type)
-        if reason is not None:
-            if reason == "error":
-                self._connection_errors += 1
-                if server_gone(exc_type) and entry.generation == self._generation:  # type: ignore[arg-type]
-                    self._generation += 1  # reconnect every idle client made before this
-            self._discard(entry, reason)
-            self._put_slot(None)
-        elif now >= entry.expires:
-            self._discard(entry, "lifetime")
-            self._put_slot(None)
-        else:
+        if reason is None and now < entry.expires:  # the application's own exception
             self._put_slot(entry)
-            if self._max_idle is not None:
-                self._trim(now)
+            return
+        if reason == "error":
+            self._connection_errors += 1
+            if server_gone(exc_type) and entry.generation == self._generation:  # type: ignore[arg-type]
+                self._generation += 1  # reconnect every idle client made before this
+        self._discard(entry, reason or "lifetime")
+        self._put_slot(None)
 
     def _put_slot(self, slot: Optional[Entry[C]]) -> None:
         """Hand *slot* to the oldest waiter, or push it back.
@@ -547,6 +558,7 @@ class ClientPool(Generic[C]):
         waiters, self._waiters = self._waiters, deque()
         self._thread = None
         self._epoch = _fork.epoch
+        self._attention = self._closed
         for waiter in waiters:
             waiter.set_exception(PoolError(f"pool {self.name!r}: the process forked while waiting"))
         for entry in parents:
