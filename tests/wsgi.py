@@ -81,7 +81,9 @@ class Server:
     def terminate(self, signum: int) -> int:
         """Signal the server's own process only, and return its exit status."""
         self.process.send_signal(signum)
-        return self.process.wait(timeout=30)
+        status = self.process.wait(timeout=30)
+        self._executor.kill()  # forget the process, whatever its status
+        return status
 
     def connect(self) -> HTTPClient:
         """A new HTTP client of one keep-alive connection; close it when done."""
