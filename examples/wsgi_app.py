@@ -8,6 +8,7 @@ share a pool of 16 memcached connections::
     PUT    /<key>[?ttl=SECS]   the body is the value: 201 if the key was new, 204 if it existed
     DELETE /<key>              204, or 404
     GET    /_stats             JSON: this process's pool stats and memcached's connections
+                               (so the key "_stats" is out of reach)
     other methods              405, with an Allow header
 
 Run it alone, with a private memcached on a free loopback port that stops when
@@ -138,19 +139,18 @@ def read_value(environ: Environ, limit: int) -> bytes:
     A declared length over the limit is refused before reading anything (the
     server discards the unread body); a chunked body is read up to one byte past it.
     """
-    stream = environ["wsgi.input"]
     declared = environ.get("CONTENT_LENGTH") or ""
-    if not declared:
-        value: bytes = stream.read(limit + 1)
-        if len(value) > limit:
-            raise too_large(limit)
-        return value
-    if not declared.isdigit():
+    if declared and not declared.isdigit():
         raise HTTPError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number")
-    if int(declared) > limit:
+    if declared and int(declared) > limit:
         raise too_large(limit)
-    value = stream.read(int(declared))
-    if len(value) != int(declared):
+    try:
+        value: bytes = environ["wsgi.input"].read(int(declared) if declared else limit + 1)
+    except OSError as exc:  # the client went away, or sent broken chunks
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"could not read the body: {exc}") from None
+    if len(value) > limit:
+        raise too_large(limit)
+    if declared and len(value) != int(declared):
         raise HTTPError(HTTPStatus.BAD_REQUEST, "the body ended before Content-Length bytes")
     return value
 
@@ -208,6 +208,10 @@ class KeyValueApp:
             self._item_size_max = 0
             self._settings_lock = Semaphore()
         return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         extra: list[tuple[str, str]] = []
@@ -426,7 +430,7 @@ def serve(args: argparse.Namespace, memcached: str, private: bool) -> int:
         flush=True,
     )
     server.serve_forever()
-    app.pool().close()
+    app.close()
     return 0
 
 
