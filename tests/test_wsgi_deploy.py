@@ -137,6 +137,18 @@ def test_under_gunicorn_each_worker_builds_its_own_pool(
         server.stop()
 
 
+def test_under_gunicorn_without_an_address_requests_say_what_to_set() -> None:
+    """With $GREENPOOL_MEMCACHED empty, gunicorn still serves, and every request
+    gets a 500 naming the variable to set."""
+    server = Server.gunicorn(None, "-w", "1", "--graceful-timeout", "5").start()
+    try:
+        for method, path in (("GET", "/key"), ("PUT", "/key"), ("GET", "/_stats")):
+            reply = server.request(method, path, b"v")
+            assert (reply.status, reply.body) == (500, b"set GREENPOOL_MEMCACHED=HOST:PORT\n")
+    finally:
+        server.stop()
+
+
 def test_the_demo_runs_clean_at_a_small_scale() -> None:
     """tools/demo.py (make demo, with fewer requests) starts the example with its
     own memcached, loads it, prints every number it promises, and exits 0."""

@@ -55,10 +55,13 @@ class Server:
         return cls([sys.executable, WSGI_APP, "--host", HOST, "--port", str(port), *args], port)
 
     @classmethod
-    def gunicorn(cls, memcached: MemcachedServer, *args: str) -> Server:
+    def gunicorn(cls, memcached: MemcachedServer | None, *args: str) -> Server:
+        """gunicorn -k gevent serving the example, with $GREENPOOL_MEMCACHED set
+        to *memcached*'s address (empty for ``None``)."""
         port = port_for.select_random()
         command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"{HOST}:{port}"]
-        env = {"GREENPOOL_MEMCACHED": f"{memcached.host}:{memcached.port}"}
+        address = f"{memcached.host}:{memcached.port}" if memcached else ""
+        env = {"GREENPOOL_MEMCACHED": address}
         return cls([*command, *args, "examples.wsgi_app:app"], port, env)
 
     @property
