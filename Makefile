@@ -9,8 +9,7 @@ PORT ?= 8000
 .PHONY: test lint types pytest memcached demo serve clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	tools/ensure-venv $(PYTHON) $(VENV)
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
