@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,12 @@ COMMAND_COUNTERS = re.compile(r"cmd_.*|.*_(hits|misses)|total_items|curr_items")
 
 @pytest.fixture(scope="module")
 def server(memcached: MemcachedServer) -> Iterator[Server]:
+    # 2,000 connections at once need 2,000 descriptors here and as many in the
+    # server, which inherits this limit; a common default soft limit is 1,024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 8192:
+        wanted = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     address = f"{memcached.host}:{memcached.port}"
     started = Server.wsgi_app("--memcached", address, "--pool-size", str(POOL_SIZE)).start()
     yield started
