@@ -1,16 +1,22 @@
-# make test: lint, types and tests.  Each target installs what it needs.
+# make demo: the WSGI example under load.  make test: lint, types and tests.
+# make serve: the WSGI example on http://127.0.0.1:$(PORT)/ until Ctrl-C.
+# Each target installs what it needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PORT ?= 8000
 
-.PHONY: test lint types pytest memcached clean
+.PHONY: test lint types pytest memcached demo serve clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	tools/ensure-venv $(PYTHON) $(VENV)
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-demo: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[demo]'
 	touch $@
 
 memcached:
@@ -24,10 +30,16 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python -m docutils --halt=warning README.rst /dev/null
 
 types: $(VENV)/.installed-test
-	$(BIN)/mypy greenpool
+	$(BIN)/mypy greenpool examples tools/demo.py
 
 pytest: $(VENV)/.installed-test memcached
 	$(BIN)/pytest
+
+demo: $(VENV)/.installed-demo memcached
+	$(BIN)/python tools/demo.py
+
+serve: $(VENV)/.installed-demo memcached
+	$(BIN)/python examples/wsgi_app.py --port $(PORT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
