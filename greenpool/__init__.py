@@ -5,6 +5,7 @@ for the next user, waiters are served fairly and cooperatively, and forked
 children never share their parent's connections.
 """
 
+from greenpool.client import PooledClient
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout
 from greenpool.factory import client_factory
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, PoolStats, Reservation
@@ -19,6 +20,7 @@ __all__ = [
     "PoolError",
     "PoolStats",
     "PoolTimeout",
+    "PooledClient",
     "Reservation",
     "__version__",
     "client_factory",

@@ -10,7 +10,7 @@ from pymemcache.client.base import Client
 
 from greenpool import _socket
 
-__all__ = ["CLIENT_DEFAULTS", "client_factory", "cloner"]
+__all__ = ["CLIENT_DEFAULTS", "client_factory", "client_settings", "cloner"]
 
 #: What :func:`client_factory` sets unless told otherwise. pymemcache's own
 #: defaults wait forever on a silent server and leave Nagle's algorithm on.
@@ -57,6 +57,11 @@ def client_factory(server: Any, **client_options: Any) -> Callable[[], Client]:
     return functools.partial(Client, server, **options)
 
 
+def client_settings(client: Client) -> dict[str, Any]:
+    """The constructor arguments that build a ``Client`` configured like *client*."""
+    return {name: getattr(client, name) for name in _CLIENT_SETTINGS}
+
+
 def cloner(client: object) -> Callable[[], Any]:
     """Return a callable that builds clients configured like *client*.
 
@@ -67,9 +72,8 @@ def cloner(client: object) -> Callable[[], Any]:
     :raises TypeError: *client* is neither a pymemcache ``Client`` nor clonable.
     """
     if isinstance(client, Client):
-        settings = {name: getattr(client, name) for name in _CLIENT_SETTINGS}
         client_class: Callable[..., Any] = type(client)
-        return functools.partial(client_class, client.server, **settings)
+        return functools.partial(client_class, client.server, **client_settings(client))
     clone = getattr(client, "clone", None)
     if callable(clone):
         return clone  # type: ignore[no-any-return]
