@@ -24,10 +24,15 @@ Key = Callable[[str], str]
 
 @pytest.fixture
 def make_client(memcached: MemcachedServer) -> Iterator[Callable[..., PooledClient]]:
-    """Build PooledClients (against the session memcached unless *server* is given)."""
+    """Build PooledClients (against the session memcached unless *server* is given).
+
+    They wait for store replies (default_noreply=False): with noreply, a set may
+    still be in flight on one connection while the next get overtakes it on another.
+    """
     clients: list[PooledClient] = []
 
     def make(server: Any = None, **options: Any) -> PooledClient:
+        options.setdefault("default_noreply", False)
         client = PooledClient(server or memcached.address, **options)
         clients.append(client)
         return client

@@ -154,7 +154,9 @@ def test_pooled_client_passes_tls_context_through(
     tls_memcached: MemcachedServer, context: ssl.SSLContext, key: Key
 ) -> None:
     """PooledClient(tls_context=...) under 50 concurrent greenlets, within its bound."""
-    mc = PooledClient(tls_memcached.address, tls_context=context, max_pool_size=3)
+    mc = PooledClient(
+        tls_memcached.address, tls_context=context, max_pool_size=3, default_noreply=False
+    )
     assert mc.tls_context is context
 
     def work(i: int) -> bool:
