@@ -6,6 +6,7 @@ children never share their parent's connections.
 """
 
 from greenpool.client import PooledClient
+from greenpool.cluster import HashClient
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout
 from greenpool.factory import client_factory
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, PoolStats, Reservation
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_MAXSIZE",
     "DEFAULT_TIMEOUT",
     "ClientPool",
+    "HashClient",
     "PoolClosed",
     "PoolError",
     "PoolStats",

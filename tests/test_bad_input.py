@@ -11,7 +11,7 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheIllegalInputError
 
-from greenpool import ClientPool, PooledClient
+from greenpool import ClientPool, HashClient, PooledClient
 from tests.proxy import FaultProxy
 
 
@@ -160,3 +160,11 @@ def test_non_integer_arguments_are_rejected_before_anything_is_sent(
     assert str(ours.value) == str(theirs.value)
     assert mc.get(key("k")) == b"1"
     assert mc.pool_stats()["discarded"] == 0
+
+
+def test_bad_cluster_pool_arguments_are_named(memcached: Any) -> None:
+    """greenpool.HashClient checks its pool arguments through each server's PooledClient."""
+    with pytest.raises(ValueError, match="max_pool_size must be at least 1"):
+        HashClient([memcached.address], max_pool_size=0)
+    with pytest.raises(TypeError, match="pool_timeout must be a number of seconds"):
+        HashClient([memcached.address], pool_timeout="1")
