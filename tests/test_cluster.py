@@ -103,9 +103,10 @@ def test_pymemcaches_own_hashclient_takes_a_pooled_client_partial(
 
     before = _connections(servers)
     cluster = Cluster(
-        [server.address for server in servers], use_pooling=False,
-        socket_module=greenpool._socket, connect_timeout=1, timeout=2, default_noreply=False,
+        [server.address for server in servers], use_pooling=False, default_noreply=False,
+        **greenpool.CLIENT_DEFAULTS,
     )  # fmt: skip
+    assert all(client.socket_module is greenpool._socket for client in cluster.clients.values())
     assert _write_read_everywhere(cluster, key) == []
     assert _most_new_connections(servers, before) <= 2
 
