@@ -25,6 +25,7 @@ import greenpool
 from greenpool import ClientPool, PooledClient, client_factory
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.test_interruption import catch_a_timeout_and_go_on
 
 Key = Callable[[str], str]
 
@@ -50,11 +51,9 @@ def tls_memcached(
 
 
 @pytest.fixture
-def tls_proxy(tls_memcached: MemcachedServer) -> Iterator[FaultProxy]:
+def tls_proxy(tls_memcached: MemcachedServer, proxy_to: Callable[..., FaultProxy]) -> FaultProxy:
     """A fault proxy in front of the TLS memcached (it forwards the encrypted bytes)."""
-    fault_proxy = FaultProxy(tls_memcached.address).start()
-    yield fault_proxy
-    fault_proxy.stop()
+    return proxy_to(tls_memcached.address)
 
 
 @pytest.fixture
@@ -139,14 +138,7 @@ def test_a_timeout_caught_inside_the_block_never_yields_a_stale_tls_reply(
     connection that reads its own counter."""
     pool = ClientPool(client_factory(tls_proxy.address, tls_context=context), 1)
     with pool.reserve() as mc:
-        mc.set(key("x"), "1000")
-        mc.set(key("y"), "5")
-        tls_proxy.reply_delay = 0.05
-        with pytest.raises(Timeout), Timeout(0.01):
-            mc.incr(key("x"), 1)
-        with pytest.raises(ConnectionAbortedError, match="interrupted"):
-            mc.incr(key("y"), 1)
-        assert mc.incr(key("y"), 1) == 6
+        catch_a_timeout_and_go_on(mc, tls_proxy, key)
     pool.close()
 
 
