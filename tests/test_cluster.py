@@ -153,3 +153,13 @@ def test_after_a_server_dies_the_others_keep_serving_correctly_and_quickly(
     assert dead not in cluster.hasher.nodes  # marked dead: its keys now go elsewhere
     moved = sorted(on_dead)[0]
     assert cluster.set(moved, "moved") and cluster.get(moved) == b"moved"
+
+
+def test_use_pooling_is_accepted_and_every_server_gets_a_greenpool_client(
+    servers: list[MemcachedServer], key: Key
+) -> None:
+    """pymemcache would nest its own PooledClient around ours with use_pooling=True."""
+    cluster = HashClient([server.address for server in servers], use_pooling=True, max_pool_size=3)
+    assert {type(client) for client in cluster.clients.values()} == {PooledClient}
+    assert {client.max_pool_size for client in cluster.clients.values()} == {3}
+    assert cluster.set(key("a"), "1", noreply=False) and cluster.get(key("a")) == b"1"
