@@ -2,25 +2,32 @@
 
 Interrupted commands (``gevent.Timeout``, kills) never leave a half-read reply
 for the next user, waiters are served fairly and cooperatively, and forked
-children never share their parent's connections.
+children never share their parent's connections. ``ClientPool`` lends clients
+for a ``with`` block; ``PooledClient`` and ``HashClient`` are drop-ins for
+pymemcache's, running each command on a client lent for it.
 """
 
+from greenpool.client import PooledClient
+from greenpool.cluster import HashClient
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
-from greenpool.factory import client_factory
+from greenpool.factory import CLIENT_DEFAULTS, client_factory
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reservation
 from greenpool.stats import PoolStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIENT_DEFAULTS",
     "DEFAULT_MAXSIZE",
     "DEFAULT_TIMEOUT",
     "ClientPool",
+    "HashClient",
     "PoolClosed",
     "PoolError",
     "PoolOverloaded",
     "PoolStats",
     "PoolTimeout",
+    "PooledClient",
     "Reservation",
     "__version__",
     "client_factory",

@@ -27,11 +27,23 @@ def own_memcached() -> Iterator[MemcachedServer]:
 
 
 @pytest.fixture
-def proxy(memcached: MemcachedServer) -> Iterator[FaultProxy]:
+def proxy_to() -> Iterator[Callable[[tuple[str, int]], FaultProxy]]:
+    """Start fault proxies in front of any address; all stopped at teardown."""
+    proxies: list[FaultProxy] = []
+
+    def start(upstream: tuple[str, int]) -> FaultProxy:
+        proxies.append(FaultProxy(upstream).start())
+        return proxies[-1]
+
+    yield start
+    for fault_proxy in proxies:
+        fault_proxy.stop()
+
+
+@pytest.fixture
+def proxy(memcached: MemcachedServer, proxy_to: Callable[..., FaultProxy]) -> FaultProxy:
     """A fault proxy in front of the session memcached."""
-    fault_proxy = FaultProxy(memcached.address).start()
-    yield fault_proxy
-    fault_proxy.stop()
+    return proxy_to(memcached.address)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ It runs in the test's own gevent hub, so faults land exactly where a real slow
 or dying network would put them: inside the client's recv. Set
 ``reply_delay`` (seconds, or a zero-argument callable returning seconds) to
 hold every chunk the server sends; call ``cut()`` to drop every connection.
+``sent`` counts the bytes clients sent towards the server, ``open_connections``
+the client connections still open.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ class FaultProxy:
         self.upstream = upstream
         self.reply_delay: Delay = 0.0
         self.connections = 0
+        self.sent = 0
         self._sockets: set[socket.socket] = set()
         self._server = StreamServer(("127.0.0.1", 0), self._handle)
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self._server.server_port)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._sockets) // 2
 
     def start(self) -> FaultProxy:
         self._server.start()
@@ -71,6 +78,8 @@ class FaultProxy:
                     delay = self._delay()
                     if delay:
                         gevent.sleep(delay)
+                else:
+                    self.sent += len(data)
                 sink.sendall(data)
         except OSError:
             pass

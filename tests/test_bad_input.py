@@ -1,13 +1,18 @@
-"""Bad arguments get TypeError or ValueError naming the parameter."""
+"""Bad arguments get TypeError or ValueError naming the parameter; bad keys and
+values get pymemcache's own MemcacheIllegalInputError, before anything is sent."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheIllegalInputError
 
-from greenpool import ClientPool
+from greenpool import ClientPool, HashClient, PooledClient
+from tests.proxy import FaultProxy
 
 
 def factory() -> Any:
@@ -56,3 +61,110 @@ def test_a_factory_returning_none_is_named(memcached: Any) -> None:
     with pytest.raises(TypeError, match="factory of pool 'nones' returned None"), pool.reserve():
         pass
     assert pool.stats()["in_use"] == 0 and pool.stats()["size"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_pool_size": 0}, ValueError, "max_pool_size must be at least 1, got 0"),
+        ({"max_pool_size": -1}, ValueError, "max_pool_size must be at least 1"),
+        ({"max_pool_size": 2.5}, TypeError, "max_pool_size must be an int, not float"),
+        ({"max_pool_size": "4"}, TypeError, "max_pool_size must be an int, not str"),
+        ({"max_pool_size": True}, TypeError, "max_pool_size must be an int, not bool"),
+        ({"pool_timeout": -1}, ValueError, "pool_timeout must be a non-negative number"),
+        ({"pool_timeout": math.nan}, ValueError, "pool_timeout must be a non-negative"),
+        ({"pool_timeout": "5"}, TypeError, "pool_timeout must be a number of seconds, not str"),
+        ({"pool_timeout": None}, TypeError, "pool_timeout must be a number of seconds"),
+        ({"pool_idle_timeout": -1}, ValueError, "pool_idle_timeout must be a non-negative"),
+        ({"pool_idle_timeout": None}, TypeError, "pool_idle_timeout must be a number"),
+        ({"lock_generator": "lock"}, TypeError, "lock_generator must be None or a callable"),
+        ({"pool_options": {"maxsize": 3}}, TypeError, "'maxsize'; pass max_pool_size instead"),
+        ({"pool_options": {"timeout": 1}}, TypeError, "'timeout'; pass pool_timeout instead"),
+        ({"pool_options": {"no_such": 1}}, TypeError, "unexpected keyword argument 'no_such'"),
+        ({"no_such_option": 1}, TypeError, "unexpected keyword argument 'no_such_option'"),
+        ({"key_prefix": 3}, TypeError, "key_prefix should be bytes"),
+    ],
+)
+def test_bad_pooled_client_arguments(kwargs: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        PooledClient(("127.0.0.1", 11211), **kwargs)
+
+
+BAD_KEYS = ["with space", "cr\r\nlf", "nul\x00", "k" * 251, "ключ"]
+COMMANDS: dict[str, Callable[[Any, Any], Any]] = {
+    "get": lambda mc, key: mc.get(key),
+    "set": lambda mc, key: mc.set(key, "v", noreply=False),
+    "get_many": lambda mc, key: mc.get_many(["fine", key]),
+    "delete": lambda mc, key: mc.delete(key),
+    "incr": lambda mc, key: mc.incr(key, 1),
+    "touch": lambda mc, key: mc.touch(key, 10),
+    "gets": lambda mc, key: mc.gets(key),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "bad_key", BAD_KEYS, ids=["space", "crlf", "nul", "251-bytes", "non-ascii"]
+)
+def test_invalid_keys_are_rejected_before_anything_is_sent(
+    proxy: FaultProxy, key: Callable[[str], str], command: str, bad_key: str
+) -> None:
+    """Exactly pymemcache's MemcacheIllegalInputError, no byte sent, and the same
+    connection serves the next command."""
+    mc = PooledClient(proxy.address, max_pool_size=1)
+    mc.set(key("kept"), "1", noreply=False)
+    sent = proxy.sent
+    with pytest.raises(MemcacheIllegalInputError) as ours:
+        COMMANDS[command](mc, bad_key)
+    assert proxy.sent == sent
+    with pytest.raises(MemcacheIllegalInputError) as theirs:
+        COMMANDS[command](Client(proxy.address), bad_key)
+    assert str(ours.value) == str(theirs.value)
+    assert mc.get(key("kept")) == b"1"
+    assert (mc.pool_stats()["created"], mc.pool_stats()["discarded"]) == (1, 0)
+    assert proxy.connections == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda mc, k: mc.set(k, "v", expire="10"),
+        lambda mc, k: mc.set(k, "v", expire=1.5),
+        lambda mc, k: mc.set_many({k: "v"}, expire=None),
+        lambda mc, k: mc.add(k, "v", expire="1"),
+        lambda mc, k: mc.touch(k, expire=2.0),
+        lambda mc, k: mc.incr(k, "1"),
+        lambda mc, k: mc.cas(k, "v", "abc"),
+    ],
+    ids=[
+        "set-str",
+        "set-float",
+        "set_many-none",
+        "add-str",
+        "touch-float",
+        "incr-str",
+        "cas-token",
+    ],
+)
+def test_non_integer_arguments_are_rejected_before_anything_is_sent(
+    proxy: FaultProxy, key: Callable[[str], str], call: Callable[[Any, str], Any]
+) -> None:
+    mc = PooledClient(proxy.address, max_pool_size=1)
+    mc.set(key("k"), "1", noreply=False)
+    sent = proxy.sent
+    with pytest.raises(MemcacheIllegalInputError) as ours:
+        call(mc, key("k"))
+    assert proxy.sent == sent
+    with pytest.raises(MemcacheIllegalInputError) as theirs:
+        call(Client(proxy.address), key("k"))
+    assert str(ours.value) == str(theirs.value)
+    assert mc.get(key("k")) == b"1"
+    assert mc.pool_stats()["discarded"] == 0
+
+
+def test_bad_cluster_pool_arguments_are_named(memcached: Any) -> None:
+    """greenpool.HashClient checks its pool arguments through each server's PooledClient."""
+    with pytest.raises(ValueError, match="max_pool_size must be at least 1"):
+        HashClient([memcached.address], max_pool_size=0)
+    with pytest.raises(TypeError, match="pool_timeout must be a number of seconds"):
+        HashClient([memcached.address], pool_timeout="1")

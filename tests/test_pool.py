@@ -233,7 +233,7 @@ def test_fill_precreates_clients_configured_like_the_given_one(
     with pool.reserve() as mc:
         assert mc is not template
         assert mc.key_prefix == template.key_prefix
-        mc.set("k", "v", noreply=False)
+        mc.set("k", "v", noreply=False)  # else the read below may overtake it
     assert Client(memcached.address).get(key("p:") + "k") == b"v"
     with pytest.raises(ValueError, match="n_slots=2 exceeds the 1 clients"):
         pool.fill(None, 2)

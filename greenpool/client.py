@@ -1,0 +1,218 @@
+"""PooledClient: pymemcache's ``PooledClient`` API, each command on a reserved client.
+
+Every command method is generated from ``pymemcache.client.base.Client``'s own
+(:func:`_command`): it reserves a client from a :class:`~greenpool.ClientPool`
+for exactly one command, so an interrupted command costs its client and never
+leaves a reply behind for another caller. One reservation per call, and no
+other layer: this is the hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pymemcache.client.base import Client, check_key_helper
+
+from greenpool._checks import check_seconds, check_size
+from greenpool.errors import PoolError, PoolTimeout
+from greenpool.factory import client_factory, client_settings
+from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
+from greenpool.stats import PoolStats
+
+__all__ = ["PooledClient"]
+
+# ClientPool arguments that PooledClient sets from its own parameters.
+_OWN_POOL_ARGUMENTS = {"factory": "server", "maxsize": "max_pool_size", "timeout": "pool_timeout"}
+
+
+def _command(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Return a PooledClient method running ``Client`` *method* on a reserved client."""
+
+    @functools.wraps(method)
+    def command(self: PooledClient, *args: Any, **kwargs: Any) -> Any:
+        with self.pool.reserve() as client:
+            return method(client, *args, **kwargs)
+
+    return command
+
+
+def _read_command(method: Callable[..., Any], miss: Callable[..., Any]) -> Callable[..., Any]:
+    """Like :func:`_command`, but with *ignore_exc* any error returns ``miss(*args)``.
+
+    These are the five commands pymemcache's ``PooledClient`` treats so: get,
+    gets, get_many, gets_many and stats. A full pool (:class:`~greenpool.PoolTimeout`)
+    counts as an error; using the pool from a wrong thread does not.
+    """
+
+    @functools.wraps(method)
+    def command(self: PooledClient, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with self.pool.reserve() as client:
+                return method(client, *args, **kwargs)
+        except Exception as exc:
+            if not self.ignore_exc or (
+                isinstance(exc, PoolError) and not isinstance(exc, PoolTimeout)
+            ):
+                raise
+            return miss(*args, **kwargs)
+
+    return command
+
+
+def _default(key: Any, default: Any = None) -> Any:
+    return default
+
+
+def _defaults(key: Any, default: Any = None, cas_default: Any = None) -> tuple[Any, Any]:
+    return (default, cas_default)
+
+
+def _nothing(*args: Any, **kwargs: Any) -> dict[Any, Any]:
+    return {}
+
+
+class PooledClient:
+    """A drop-in for pymemcache's ``PooledClient`` that waits instead of failing.
+
+    Each command reserves one client from a :class:`~greenpool.ClientPool` of
+    at most *max_pool_size* (16 by default; ``None`` means the default too).
+    When all are busy the call waits cooperatively, in arrival order, up to
+    *pool_timeout* seconds (5 by default), then raises
+    :class:`~greenpool.PoolTimeout`. A command interrupted by ``gevent.Timeout``
+    or a kill closes its client, so the next caller never reads its reply.
+
+    *client_options* are pymemcache ``Client`` arguments (``serde``,
+    ``connect_timeout``, ``timeout``, ``key_prefix``, ``tls_context``...),
+    over :data:`~greenpool.CLIENT_DEFAULTS`: finite timeouts and greenpool's
+    cooperative socket module unless you pass ``socket_module``.
+    *ignore_exc* makes get, gets, get_many, gets_many and stats return a miss
+    on any error, as pymemcache's ``PooledClient`` does (a full pool included).
+    *pool_idle_timeout* (seconds, 0 for never) closes clients idle longer than
+    that, as pymemcache's does: it is the pool's ``max_idle``. *lock_generator*
+    is accepted and not
+    needed: the pool belongs to one gevent hub and takes no lock.
+    *pool_options* are more :class:`~greenpool.ClientPool` keyword arguments,
+    such as ``name``.
+
+    >>> mc = PooledClient(memcached_address, max_pool_size=4)
+    >>> mc.set("pooled", "yes")
+    True
+    >>> mc.get("pooled")
+    b'yes'
+    >>> mc.pool_stats()["in_use"]
+    0
+    """
+
+    # pymemcache's PooledClient exposes its settings; these are the clients'.
+    server: Any
+    serde: Any
+    connect_timeout: float | None
+    timeout: float | None
+    no_delay: bool
+    socket_module: Any
+    socket_keepalive: Any
+    key_prefix: bytes
+    default_noreply: bool
+    allow_unicode_keys: bool
+    encoding: str
+    tls_context: Any
+
+    def __init__(
+        self,
+        server: Any,
+        *,
+        max_pool_size: int | None = DEFAULT_MAXSIZE,
+        pool_timeout: float = DEFAULT_TIMEOUT,
+        pool_idle_timeout: float = 0,
+        lock_generator: Callable[[], Any] | None = None,
+        ignore_exc: bool = False,
+        pool_options: Mapping[str, Any] | None = None,
+        **client_options: Any,
+    ) -> None:
+        size = DEFAULT_MAXSIZE if max_pool_size is None else max_pool_size
+        self.max_pool_size = check_size("max_pool_size", size)
+        self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
+        self.pool_idle_timeout = check_seconds("pool_idle_timeout", pool_idle_timeout)
+        if lock_generator is not None and not callable(lock_generator):
+            raise TypeError(
+                f"lock_generator must be None or a callable (and is not needed), "
+                f"not {type(lock_generator).__name__}"
+            )
+        options = dict(pool_options or {})
+        for taken, instead in _OWN_POOL_ARGUMENTS.items():
+            if taken in options:
+                raise TypeError(f"pool_options may not set {taken!r}; pass {instead} instead")
+        # Clients never ignore errors themselves: the pool must see them to
+        # discard broken clients. The read commands apply ignore_exc after.
+        factory = client_factory(server, **client_options, ignore_exc=False)
+        prototype = factory()  # connects on first command, so never
+        self.__dict__.update(client_settings(prototype))
+        self.server = prototype.server
+        self.ignore_exc = ignore_exc
+        self.tls_context = client_options.get("tls_context")
+        options.setdefault("name", f"PooledClient({self.server!r})")
+        if self.pool_idle_timeout and "max_idle" not in options:
+            options["max_idle"] = self.pool_idle_timeout
+        self.pool: ClientPool[Client] = ClientPool(
+            factory, self.max_pool_size, timeout=self.pool_timeout, **options
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"
+
+    def pool_stats(self) -> PoolStats:
+        """Return the pool's gauges and counters (``stats()`` is memcached's)."""
+        return self.pool.stats()
+
+    def check_key(self, key: Any) -> bytes:
+        """Check *key* and return it encoded, with the key prefix (as pymemcache does)."""
+        checked: bytes = check_key_helper(
+            key, allow_unicode_keys=self.allow_unicode_keys, key_prefix=self.key_prefix
+        )
+        return checked
+
+    def close(self) -> None:
+        """Close the connections of idle clients; later commands reconnect.
+
+        As pymemcache's ``PooledClient.close`` (which Django calls after every
+        request), the client stays usable. Unlike it, a command in flight in
+        another greenlet is not cut off: its client comes back connected.
+        """
+        pool = self.pool
+        with contextlib.ExitStack() as held:
+            for _ in range(pool.stats()["idle"]):
+                held.enter_context(pool.reserve(block=False)).close()
+
+    disconnect_all = close
+
+    set = _command(Client.set)
+    set_many = set_multi = _command(Client.set_many)
+    add = _command(Client.add)
+    replace = _command(Client.replace)
+    append = _command(Client.append)
+    prepend = _command(Client.prepend)
+    cas = _command(Client.cas)
+    get = _read_command(Client.get, _default)
+    get_many = get_multi = _read_command(Client.get_many, _nothing)
+    gets = _read_command(Client.gets, _defaults)
+    gets_many = _read_command(Client.gets_many, _nothing)
+    delete = _command(Client.delete)
+    delete_many = delete_multi = _command(Client.delete_many)
+    incr = _command(Client.incr)
+    decr = _command(Client.decr)
+    touch = _command(Client.touch)
+    stats = _read_command(Client.stats, _nothing)
+    cache_memlimit = _command(Client.cache_memlimit)
+    version = _command(Client.version)
+    raw_command = _command(Client.raw_command)
+    flush_all = _command(Client.flush_all)
+    quit = _command(Client.quit)
+    shutdown = _command(Client.shutdown)
+
+    # pymemcache's own, written in terms of get, set and delete above.
+    __getitem__ = Client.__getitem__
+    __setitem__ = Client.__setitem__
+    __delitem__ = Client.__delitem__
