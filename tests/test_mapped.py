@@ -7,9 +7,13 @@ has pending (``gevent.idle``), instead of sleeping for some guessed time.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import gc
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -173,7 +177,7 @@ def _interrupt_with_a_kill(mapped: GreenletMappedPool[Any], incr: Callable[[], A
 
 @pytest.mark.parametrize("interrupt", [_interrupt_with_a_timeout, _interrupt_with_a_kill])
 def test_a_greenlet_interrupted_mid_command_has_its_client_discarded(
-    make_mapped: MakeMapped, proxy: FaultProxy, key: Key, interrupt: Callable[..., Any]
+    proxy: FaultProxy, make_mapped: MakeMapped, key: Key, interrupt: Callable[..., Any]
 ) -> None:
     """The interrupted client, which still has x's reply coming, never serves again:
     the next user's incr of y reads y's own counter."""
@@ -199,7 +203,7 @@ def test_a_greenlet_interrupted_mid_command_has_its_client_discarded(
 
 
 def test_an_interrupted_inner_block_never_lets_the_outer_block_read_the_stale_reply(
-    make_mapped: MakeMapped, proxy: FaultProxy, key: Key
+    proxy: FaultProxy, make_mapped: MakeMapped, key: Key
 ) -> None:
     """A Timeout caught between nested blocks: the outer block's next command gets its
     own reply, even on a plain gevent socket, and the client is discarded when the
@@ -394,3 +398,88 @@ def test_monkey_patched_threads_each_get_a_client_back_at_thread_end(
     assert report["distinct"] == 8 and report["alive"] == 0
     stats = report["stats"]
     assert (stats["mapped"], stats["in_use"], stats["idle"], stats["discarded"]) == (0, 0, 8, 0)
+
+
+def _set_after(count: int, jobs: list[gevent.Greenlet]) -> Event:
+    """An Event set once *count* of *jobs* have ended."""
+    event = Event()
+    ended = itertools.count(1)
+
+    def link(_job: gevent.Greenlet) -> None:
+        if next(ended) == count:
+            event.set()
+
+    for job in jobs:
+        job.rawlink(link)
+    return event
+
+
+def _maybe_timeout(applies: bool, seconds: float) -> contextlib.AbstractContextManager[Any]:
+    return Timeout(seconds) if applies else contextlib.nullcontext()
+
+
+def test_twenty_thousand_short_lived_greenlets_leave_nothing_mapped(
+    proxy: FaultProxy, make_mapped: MakeMapped, key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 greenlets through a pool of 16, in batches of 1,000, with some replies
+    delayed: they return, raise, time out, and are killed while waiting, holding or
+    mid-command. On plain gevent sockets, no one reads a wrong value; after each batch
+    nothing is mapped or in use, and the mapping (its len is ``mapped``) never holds
+    more entries than the pool has clients, so memory does not grow with the number
+    of greenlets that came and went."""
+    rng = random.Random(20261122)
+    plain = {"socket_module": gevent.socket}  # no guard: the discard alone must do it
+    mapped = make_mapped(16, address=proxy.address, timeout=30, client_options=plain)
+    values = {key(f"k{j}"): f"value-{j}".encode() for j in range(100)}
+    names = list(values)
+    with mapped.pool.reserve() as mc:
+        mc.set_many(values, noreply=False)
+    proxy.reply_delay = lambda: rng.choice((0,) * 19 + (0.02,))
+    # 5,000 greenlets die by an exception; the hub would print every traceback.
+    monkeypatch.setattr(gevent.get_hub(), "print_exception", lambda *args: None)
+    phase: dict[int, str] = {}
+    killed: collections.Counter[str] = collections.Counter()
+    ended: collections.Counter[str] = collections.Counter()
+    wrong: list[str] = []
+    peak = 0
+
+    def work(i: int) -> None:
+        nonlocal peak
+        name = names[i % 100]
+        phase[i] = "waiting"
+        # The first timeout expires while waiting for a client, the second on a delayed reply.
+        with _maybe_timeout(i % 8 == 2, 0.002), mapped.reserve() as mc:
+            peak = max(peak, len(mapped._mappings))
+            phase[i] = "mid-command"
+            with _maybe_timeout(i % 8 == 4, 0.01):
+                got = mc.get(name)
+            if got != values[name]:
+                wrong.append(f"greenlet {i} read {got!r} for {name}")
+            phase[i] = "holding"
+            if i % 8 == 3:
+                raise ValueError("the application's own error")
+        if i % 8 == 5:
+            gevent.sleep(0.005)  # holding, outside any block, to be killed meanwhile
+
+    started = time.monotonic()
+    for batch in range(20):
+        jobs = [gevent.spawn(work, batch * 1000 + n) for n in range(1000)]
+        assert _set_after(300, jobs).wait(30)
+        victims = [(n, job) for n, job in enumerate(jobs) if n % 8 in (5, 6, 7) and not job.dead]
+        killed.update(phase.get(batch * 1000 + n, "not started") for n, _ in victims)
+        gevent.killall([job for _, job in victims], timeout=30)
+        gevent.joinall(jobs, timeout=30)
+        assert all(job.dead for job in jobs)
+        ended.update(type(job.exception).__name__ for job in jobs if job.exception)
+        _settle()
+        assert _counts(mapped) == (0, 0), f"after batch {batch}"
+    elapsed = time.monotonic() - started
+    print(f"20,000 greenlets in {elapsed:.1f}s; killed {dict(killed)}; ended {dict(ended)}")
+    assert wrong == []
+    assert peak <= 16
+    assert killed["waiting"] and killed["holding"] and killed["mid-command"]
+    assert set(ended) == {"ValueError", "Timeout"}  # no protocol or connection error
+    assert ended["ValueError"] == 2500 and ended["Timeout"] > 2500
+    stats = mapped.stats()
+    assert stats["discarded"] > 0 and stats["size"] <= 16
+    assert stats["created"] - stats["discarded"] == stats["size"]
