@@ -50,6 +50,27 @@ def _counts(mapped: GreenletMappedPool[Any]) -> tuple[int, int]:
     return stats["mapped"], stats["in_use"]
 
 
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda mapped: GreenletMappedPool("pool"),
+            TypeError,
+            "pool must be a ClientPool, not str",
+        ),
+        (lambda mapped: mapped.reserve(timeout=-1), ValueError, "timeout must be a non-negative"),
+        (lambda mapped: mapped.reserve(timeout="1"), TypeError, "timeout must be a number"),
+    ],
+    ids=["not-a-pool", "negative-timeout", "timeout-str"],
+)
+def test_bad_arguments_are_refused_by_name(
+    make_mapped: MakeMapped, make: Callable[[Any], Any], error: type[Exception], message: str
+) -> None:
+    """Wrong types and values fail at once, naming the parameter."""
+    with pytest.raises(error, match=message):
+        make(make_mapped(1))
+
+
 def test_later_and_nested_reserves_in_a_greenlet_reuse_its_client_without_the_queue(
     make_mapped: MakeMapped, key: Key
 ) -> None:
