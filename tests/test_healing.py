@@ -88,5 +88,5 @@ def test_the_pool_recovers_after_memcached_restarts(
     assert stats["created"] - stats["discarded"] == stats["size"]
     own_memcached.start()
     with pool.reserve() as a, pool.reserve() as b, pool.reserve() as c:
-        assert a.set(key("b"), "2") and b.get(key("b")) == b"2" and c.version()
+        assert a.set(key("b"), "2", noreply=False) and b.get(key("b")) == b"2" and c.version()
     assert pool.stats()["in_use"] == 0
