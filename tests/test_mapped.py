@@ -333,7 +333,7 @@ def test_a_forked_child_never_reuses_the_parents_mapping(
     reserve gets a new connection, and both processes keep their own counts."""
     mapped = GreenletMappedPool(ClientPool(_factory(memcached), 2))
     with mapped.reserve() as mc:
-        mc.set(key("n"), "0")
+        mc.set(key("n"), "0", noreply=False)  # the child reads it on another connection
         parent_port = mc.sock.getsockname()[1]
     read_end, write_end = os.pipe()
     pid = gevent.os.fork()
