@@ -3,14 +3,17 @@
 Interrupted commands (``gevent.Timeout``, kills) never leave a half-read reply
 for the next user, waiters are served fairly and cooperatively, and forked
 children never share their parent's connections. ``ClientPool`` lends clients
-for a ``with`` block; ``PooledClient`` and ``HashClient`` are drop-ins for
-pymemcache's, running each command on a client lent for it.
+for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
+its life and takes it back when the greenlet ends; ``PooledClient`` and
+``HashClient`` are drop-ins for pymemcache's, running each command on a client
+lent for it.
 """
 
 from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import CLIENT_DEFAULTS, client_factory
+from greenpool.mapped import GreenletMappedPool, MappedStats
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reservation
 from greenpool.stats import PoolStats
 
@@ -21,7 +24,9 @@ __all__ = [
     "DEFAULT_MAXSIZE",
     "DEFAULT_TIMEOUT",
     "ClientPool",
+    "GreenletMappedPool",
     "HashClient",
+    "MappedStats",
     "PoolClosed",
     "PoolError",
     "PoolOverloaded",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from greenpool import ClientPool, client_factory
+from greenpool import ClientPool, GreenletMappedPool, client_factory
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
 
@@ -70,3 +70,11 @@ def make_pool(memcached: MemcachedServer) -> Iterator[Callable[..., ClientPool[A
     yield make
     for pool in pools:
         pool.close()
+
+
+@pytest.fixture
+def make_mapped(
+    make_pool: Callable[..., ClientPool[Any]],
+) -> Callable[..., GreenletMappedPool[Any]]:
+    """Build GreenletMappedPools over pools from make_pool (same arguments)."""
+    return lambda *args, **options: GreenletMappedPool(make_pool(*args, **options))
