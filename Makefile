@@ -1,12 +1,13 @@
 # make demo: the WSGI example under load.  make test: lint, types and tests.
 # make serve: the WSGI example on http://127.0.0.1:$(PORT)/ until Ctrl-C.
+# make bench: greenpool against the alternatives (~5 minutes), into benchmarks/results/.
 # Each target installs what it needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: test lint types pytest memcached demo serve clean
+.PHONY: test lint types pytest memcached wrk demo serve bench clean
 
 $(BIN)/python:
 	tools/ensure-venv $(PYTHON) $(VENV)
@@ -19,8 +20,15 @@ $(VENV)/.installed-demo: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[demo]'
 	touch $@
 
+$(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
 memcached:
 	@tools/ensure-memcached
+
+wrk:
+	@tools/ensure-wrk
 
 test: lint types pytest
 
@@ -30,7 +38,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python -m docutils --halt=warning README.rst /dev/null
 
 types: $(VENV)/.installed-test
-	$(BIN)/mypy greenpool examples tools/demo.py
+	$(BIN)/mypy greenpool examples tools/demo.py benchmarks
 
 pytest: $(VENV)/.installed-test memcached
 	$(BIN)/pytest
@@ -40,6 +48,9 @@ demo: $(VENV)/.installed-demo memcached
 
 serve: $(VENV)/.installed-demo memcached
 	$(BIN)/python examples/wsgi_app.py --port $(PORT)
+
+bench: $(VENV)/.installed-bench memcached wrk
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

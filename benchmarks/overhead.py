@@ -1,0 +1,175 @@
+"""The pool alone, in the gevent worker: its overhead per reservation, and a profile.
+
+The numbers here need no concurrency: one greenlet reserving and releasing
+(nothing sent), one greenlet doing gets in a row through each layer against a
+raw client, and where the time of a reservation goes.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymemcache.client.base import Client
+from pymemcache.client.base import PooledClient as PymemcachePooledClient
+
+import greenpool
+from benchmarks.gevent_side import PYMEMCACHE_OPTIONS, run_round
+from benchmarks.workers import Reply, Request, value_for
+from greenpool import ClientPool, GreenletMappedPool, client_factory
+
+
+class _Nothing:
+    """The cheapest Python context manager: the floor under any reserve()."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def _per_loop(body: Callable[[int], None], loops: int) -> float:
+    started = time.perf_counter()
+    body(loops)
+    return (time.perf_counter() - started) / loops * 1e6
+
+
+def overhead(request: Request) -> Reply:
+    """Microseconds per uncontended loop of each layer of a reservation (nothing
+    sent), medians of *repeats*; then one greenlet's sequential gets through each
+    way against a raw client."""
+    address = tuple(request["address"])
+    loops, repeats = request["loops"], request["repeats"]
+    factory = client_factory(address)
+    pool: ClientPool[Client] = ClientPool(factory, 16)
+    mapped = GreenletMappedPool(ClientPool(factory, 16))
+    pymemcache = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
+    nothing = _Nothing()
+
+    def reserve_release(n: int) -> None:
+        for _ in range(n):
+            with pool.reserve():
+                pass
+
+    def get_put(n: int) -> None:  # the pool's own data path, without the Reservation
+        get, put = pool._get, pool._put
+        for _ in range(n):
+            put(get(True, None), None)
+
+    def reservation(n: int) -> None:  # building the context manager only
+        for _ in range(n):
+            pool.reserve()
+
+    def mapped_again(n: int) -> None:
+        with mapped.reserve():  # the greenlet holds its client from here on
+            for _ in range(n):
+                with mapped.reserve():
+                    pass
+
+    def pymemcache_pool(n: int) -> None:  # what pymemcache's PooledClient does per command
+        for _ in range(n):
+            with pymemcache.client_pool.get_and_release(destroy_on_fail=True):
+                pass
+
+    def empty_with(n: int) -> None:
+        for _ in range(n):
+            with nothing:
+                pass
+
+    bodies = {
+        "reserve_release_us": reserve_release,
+        "get_put_us": get_put,
+        "reservation_us": reservation,
+        "mapped_reserve_us": mapped_again,
+        "pymemcache_pool_us": pymemcache_pool,
+        "empty_with_us": empty_with,
+    }
+    micro = {
+        name: statistics.median(_per_loop(body, loops) for _ in range(repeats))
+        for name, body in bodies.items()
+    }
+    mapped.relinquish()
+    sequential = _sequential(address, pool, request["gets"], request["rounds"])
+    pool.close()
+    pymemcache.close()
+    return {**micro, **sequential}
+
+
+def _sequential(
+    address: tuple[str, int], pool: ClientPool[Client], gets: int, rounds: int
+) -> dict[str, Any]:
+    """One greenlet, *gets* gets in a row through each way, alternating *rounds*
+    times; µs per get (median) and each way's median per-round ratio to raw."""
+    key = "bench-sequential"
+    raw = client_factory(address)()
+    raw.set(key, value_for(key), noreply=False)
+    ours = greenpool.PooledClient(address, max_pool_size=16)
+    theirs = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
+
+    def through_pool(k: str) -> Any:
+        with pool.reserve() as mc:
+            return mc.get(k)
+
+    ways: dict[str, Callable[[str], Any]] = {
+        "raw Client": raw.get,
+        "ClientPool(16)": through_pool,
+        "greenpool.PooledClient(16)": ours.get,
+        "pymemcache PooledClient": theirs.get,
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, get in ways.items():
+            started = time.perf_counter()
+            for _ in range(gets):
+                get(key)
+            times[name].append((time.perf_counter() - started) / gets * 1e6)
+    for client in (raw, ours, theirs):
+        client.close()
+    return {
+        "sequential_us": {name: statistics.median(each) for name, each in times.items()},
+        "sequential_ratio": {
+            name: statistics.median(t / r for t, r in zip(each, times["raw Client"], strict=True))
+            for name, each in times.items()
+        },
+    }
+
+
+def profile(request: Request) -> Reply:
+    """Where a reservation's time goes. Uncontended: cProfile of the reserve/release
+    loop (the layer by layer timings are :func:`overhead`'s). Contended:
+    pyinstrument, a sampling profiler, which greenlet switches do not confuse as
+    they do cProfile's per-call timers, over one round of ClientPool(16)."""
+    from pyinstrument import Profiler
+
+    pool: ClientPool[Client] = ClientPool(client_factory(tuple(request["address"])), 16)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(request["loops"]):
+        with pool.reserve():
+            pass
+    profiler.disable()
+    pool.close()
+    sampler = Profiler(interval=0.0002)
+    sampler.start()
+    summary = run_round({**request, "contender": "ClientPool(16)", "set_every": 0})
+    sampler.stop()
+    contended = sampler.output_text(unicode=True, color=False, show_all=False)
+    return {
+        "uncontended": _top(profiler, request["top"]),
+        "contended": contended[contended.find("\n", contended.find("Profile at")) + 1 :],
+        "contended_ops": summary["ops"],
+    }
+
+
+def _top(profiler: cProfile.Profile, count: int) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(count)
+    text = out.getvalue()
+    return text[text.find("   ncalls") :] if "   ncalls" in text else text

@@ -1,0 +1,85 @@
+"""What a run measures: the workloads, their contenders, and how long each round runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks import asyncio_side, gevent_side
+
+GEVENT = tuple(gevent_side.CONTENDERS)
+ASYNCIO = tuple(asyncio_side.CONTENDERS)
+EVERYONE = GEVENT + ASYNCIO
+#: At 5,000 greenlets: where the connections go, and the pool sizes that matter.
+CROWD = (
+    "ClientPool(16)",
+    "GreenletMappedPool(16)",
+    "greenpool.PooledClient(16)",
+    "pymemcache PooledClient",
+    "dedicated Client",
+    "Client per operation",
+    "emcache(16)",
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """*greenlets* greenlets (asyncio tasks for emcache), each doing up to *ops*
+    operations on a key of its own, every *set_every*-th one a set, against the
+    memcached named *server*."""
+
+    key: str
+    title: str
+    greenlets: int
+    ops: int
+    set_every: int
+    server: str
+    contenders: tuple[str, ...]
+
+
+WORKLOADS = (
+    Workload("get", "500 greenlets × 100 gets", 500, 100, 0, "default", EVERYONE),
+    Workload("mix", "500 greenlets × 100 ops, 1 in 5 a set", 500, 100, 5, "default", EVERYONE),
+    Workload("crowd", "5,000 greenlets × 20 ops, memcached -c 1024", 5000, 20, 5, "default", CROWD),
+    Workload("crowd-raised", "5,000 greenlets × 20 ops, -c 8192", 5000, 20, 5, "raised", CROWD),
+)
+
+
+PARTS = ("overhead", *(w.key for w in WORKLOADS), "wsgi")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to run: *rounds* alternating rounds of every contender, each
+    round's window *seconds* long; greenlet counts times *scale*."""
+
+    rounds: int
+    seconds: float
+    wsgi_seconds: int
+    wsgi_connections: int
+    scale: float
+    loops: int
+    gets: int
+    profile: bool
+    only: tuple[str, ...] = PARTS
+
+
+FULL = Plan(
+    rounds=5,
+    seconds=1.0,
+    wsgi_seconds=2,
+    wsgi_connections=200,
+    scale=1.0,
+    loops=200_000,
+    gets=2_000,
+    profile=True,
+)
+QUICK = Plan(
+    rounds=2,
+    seconds=0.4,
+    wsgi_seconds=1,
+    wsgi_connections=100,
+    scale=1.0,
+    loops=50_000,
+    gets=300,
+    profile=False,
+)

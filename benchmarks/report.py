@@ -1,0 +1,290 @@
+"""The results as a Markdown report and as README.rst's Benchmarks tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import chart
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
+END = ".. end benchmark results"
+CHART_IN_README = "benchmarks/results/chart.png"
+
+Results = dict[str, Any]
+COLUMNS = (
+    "workload",
+    "contender",
+    "ops/s",
+    "× pymemcache",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "peak conns",
+    "new conns",
+    "refused",
+    "CPU µs/op",
+)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as meminfo:
+        memory_kib = int(meminfo.readline().split()[1])
+    try:
+        memcached = subprocess.run(
+            ["memcached", "-V"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except OSError:
+        memcached = "memcached ?"
+    packages = ("greenpool", "gevent", "pymemcache", "emcache")
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(memory_kib / 2**20),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "memcached": memcached,
+        "packages": {name: metadata.version(name) for name in packages},
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def describe_machine(results: Results) -> str:
+    m = results["machine"]
+    packages = ", ".join(f"{name} {version}" for name, version in m["packages"].items())
+    return (
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, {m['memcached']} (2 threads), {packages}; load average "
+        f"{m['load_at_start'][0]} at the start, {m['date']}"
+    )
+
+
+# -- numbers as table cells ------------------------------------------------------
+
+
+def _cells(workload: Results, name: str, row: Results) -> list[str]:
+    ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}×"
+    return [
+        workload["key"],
+        name,
+        f"{row['ops_per_s']:,.0f}",
+        ratio,
+        f"{row['p50_ms']:.2f}",
+        f"{row['p99_ms']:.1f}",
+        f"{row['errors']:,}",
+        f"{row['peak']:,}",
+        f"{row['opened']:,.0f}",
+        f"{row['refused']:,}",
+        "—" if row["cpu_us"] is None else f"{row['cpu_us']:.0f}",
+    ]
+
+
+def table_rows(results: Results) -> list[list[str]]:
+    return [
+        _cells(workload, name, row)
+        for workload in results["workloads"]
+        for name, row in workload["rows"].items()
+    ]
+
+
+def overhead_rows(results: Results) -> list[list[str]]:
+    o = results["overhead"]
+    rows = [
+        ["uncontended reserve + release, ClientPool", f"{o['reserve_release_us']:.2f} µs"],
+        ["... of which _get + _put alone", f"{o['get_put_us']:.2f} µs"],
+        ["... of which building the Reservation", f"{o['reservation_us']:.2f} µs"],
+        ["mapped reserve, client already held", f"{o['mapped_reserve_us']:.2f} µs"],
+        ["pymemcache PooledClient's get_and_release", f"{o['pymemcache_pool_us']:.2f} µs"],
+        ["an empty Python with-block (the floor)", f"{o['empty_with_us']:.2f} µs"],
+    ]
+    for name, us in o["sequential_us"].items():
+        ratio = o["sequential_ratio"][name]
+        rows.append([f"sequential get, one greenlet: {name}", f"{us:.1f} µs ({ratio:.2f}× raw)"])
+    return rows
+
+
+def markdown_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rst_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(list(header)), rule, *map(line, rows), rule])
+
+
+# -- targets -------------------------------------------------------------------------
+
+
+def _ratio_to(rows: Results, mine: str, theirs: str) -> float | None:
+    pairs = zip(rows[mine]["rounds"], rows[theirs]["rounds"], strict=True)
+    ratios = [a["ops_per_s"] / b["ops_per_s"] for a, b in pairs if b["ops_per_s"] > 0]
+    return statistics.median(ratios) if ratios else None
+
+
+def targets(results: Results) -> list[tuple[bool, str]]:
+    """Each target of issue 6 with whether it was met and the numbers behind it."""
+    found: list[tuple[bool, str]] = []
+    workloads = {w["key"]: w for w in results["workloads"]}
+    get = workloads["get"]["rows"]
+    pool = get["ClientPool(16)"]
+    ratio = pool["ratio"] or 0.0
+    found.append(
+        (
+            ratio >= 1.5,
+            f"ClientPool(16), 500 greenlets: {ratio:.2f}× pymemcache PooledClient (target ≥ 1.5×)",
+        )
+    )
+    dedicated = _ratio_to(get, "ClientPool(16)", "dedicated Client") or 0.0
+    found.append(
+        (
+            dedicated >= 1.15,
+            f"ClientPool(16), 500 greenlets: {dedicated:.2f}× dedicated clients (target ≥ 1.15×)",
+        )
+    )
+    found.append(
+        (
+            pool["peak"] <= 16 and pool["opened"] <= 16,
+            f"ClientPool(16), 500 greenlets: peak {pool['peak']} connections, "
+            f"{pool['opened']:.0f} opened a round (target ≤ 16)",
+        )
+    )
+    for key in ("crowd", "crowd-raised"):
+        rows = workloads[key]["rows"]
+        for name in ("ClientPool(16)", "GreenletMappedPool(16)", "greenpool.PooledClient(16)"):
+            row = rows[name]
+            found.append(
+                (
+                    row["errors"] == 0 and row["peak"] <= 16,
+                    f"{key}: {name}: {row['errors']} errors, peak {row['peak']} "
+                    f"connections (target 0 errors, ≤ 16)",
+                )
+            )
+        for name in ("pymemcache PooledClient", "dedicated Client"):
+            row = rows[name]
+            hit = row["refused"] > 0 or row["errors"] > 0
+            expected = key == "crowd"  # only the default limit must be hit
+            found.append(
+                (
+                    hit == expected or not expected,
+                    f"{key}: {name}: peak {row['peak']} connections, {row['refused']} "
+                    f"refused by memcached, {row['errors']} errors"
+                    f"{' (target: hits the limit)' if expected else ''}",
+                )
+            )
+    us = results["overhead"]["reserve_release_us"]
+    found.append((us <= 0.5, f"uncontended reserve + release: {us:.2f} µs (target ≤ 0.5 µs)"))
+    return found
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+def markdown(results: Results) -> str:
+    plan = results["plan"]
+    parts = [
+        "# greenpool benchmarks",
+        f"Machine: {describe_machine(results)}. The whole run took "
+        f"{results.get('wall_seconds', 0):.0f} s.",
+        f"Each number is the median of {plan['rounds']} alternating rounds (each round "
+        f"runs every contender once, starting with a different one). A concurrency round "
+        f"runs its greenlets for a {plan['seconds']} s window (each stops after its "
+        f"operations or when the window closes); a WSGI round runs wrk for "
+        f"{plan['wsgi_seconds']} s. × pymemcache is the median of per-round ratios to "
+        f"pymemcache's unbounded PooledClient (the WSGI rows: to the pymemcache variant). "
+        f"p50/p99 are per operation (per request for WSGI), a greenpool reservation's wait "
+        f"included. Errors and refused connections are summed over all rounds; peak "
+        f"connections is memcached's curr_connections, sampled every 10 ms, highest round; "
+        f"new conns is total_connections opened in a round (median). CPU µs/op is the "
+        f"worker process's own CPU time per completed operation (user + system), which "
+        f"the machine's other load does not inflate as much as ops/s.",
+    ]
+    if "overhead" in results:
+        parts += [
+            "## Overhead, one greenlet",
+            markdown_table(["measure", "time"], overhead_rows(results)),
+        ]
+    parts += [
+        "## Throughput",
+        "\n".join(f"- **{w['key']}**: {w['title']}" for w in results["workloads"]),
+        markdown_table(COLUMNS, table_rows(results)),
+    ]
+    kinds = [
+        f"- {w['key']} / {name}: " + "; ".join(f"{n:,} × `{what}`" for what, n in kinds.items())
+        for w in results["workloads"]
+        for name, row in w["rows"].items()
+        if (kinds := row["error_kinds"])
+    ]
+    if kinds:
+        parts += ["Errors, the three most common kinds:", "\n".join(kinds)]
+    skipped = [w for w in results["workloads"] if w.get("skipped")]
+    parts += [f"{w['title']}: skipped, {w['skipped']}." for w in skipped]
+    ran = {w["key"] for w in results["workloads"]}
+    if {"get", "crowd", "crowd-raised"} <= ran and "overhead" in results:
+        parts += [
+            "## Targets (issue 6)",
+            "\n".join(
+                f"- {'met' if ok else '**missed**'}: {text}" for ok, text in targets(results)
+            ),
+        ]
+    return "\n\n".join(parts) + "\n"
+
+
+def write(results: Results, out: Path) -> None:
+    """results.json, results.md, chart.png and (when profiled) profile.txt into *out*."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    if "profile" in results:
+        profile = results["profile"]
+        layers = "\n".join(f"  {name}: {time}" for name, time in overhead_rows(results)[:6])
+        (out / "profile.txt").write_text(
+            "Uncontended, one greenlet, nothing sent: µs per loop of each layer\n\n"
+            f"{layers}\n\n"
+            f"cProfile of the same loop (its own overhead inflates every call):\n\n"
+            f"{profile['uncontended'].rstrip()}\n\n"
+            f"pyinstrument, one round of ClientPool(16) under contention "
+            f"({profile['contended_ops']:,} gets while sampled):\n\n{profile['contended']}"
+        )
+    chart.draw(results, out / "chart.png")
+
+
+def update_readme(results: Results, readme: Path = README) -> None:
+    """Rewrite README.rst's text between the benchmark markers with this run's tables."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise RuntimeError(f"{readme} has no '{BEGIN}' ... '{END}' markers")
+    body = "\n\n".join(
+        [
+            f"Measured on {describe_machine(results)}; the whole run took "
+            f"{results['wall_seconds']:.0f} s.",
+            rst_table(["overhead, one greenlet", "time"], overhead_rows(results)),
+            rst_table(COLUMNS, table_rows(results)),
+            f".. image:: {CHART_IN_README}\n   :alt: ops/s per contender and workload",
+        ]
+    )
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text))

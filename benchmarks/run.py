@@ -1,0 +1,287 @@
+"""The orchestrator: memcached, the workers, alternating rounds, the numbers.
+
+It never imports gevent's monkey-patching or runs an event loop: contenders
+run in worker processes (:mod:`benchmarks.workers`), and this process samples
+memcached's own counters while they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report, servers, wsgi_load
+from benchmarks.plan import ASYNCIO, FULL, PARTS, QUICK, WORKLOADS, Plan, Workload
+from benchmarks.workers import Reply, Worker
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-quick"
+BASELINE = "pymemcache PooledClient"
+WSGI_BASELINE = "pymemcache"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (5 in a full run)")
+    parser.add_argument("--seconds", type=float, help="window of each concurrency round")
+    parser.add_argument("--scale", type=float, help="multiply greenlet counts (tests: 0.01)")
+    parser.add_argument(
+        "--only",
+        type=lambda text: tuple(text.split(",")),
+        help=f"comma-separated parts to run: {','.join(PARTS)} (default: all)",
+    )
+    parser.add_argument("--out", type=Path, help="where results go (a full run: results/)")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.rst alone")
+    args = parser.parse_args(argv)
+    unknown = set(args.only or ()) - set(PARTS)
+    if unknown:
+        parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    overrides = {
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "scale": args.scale,
+        "only": args.only,
+    }
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    if plan.scale != 1.0:
+        plan = replace(plan, loops=min(plan.loops, 2_000), gets=min(plan.gets, 50))
+    full = plan == FULL
+    out = args.out or (RESULTS if full else QUICK_RESULTS)
+    started = time.monotonic()
+    results = run(plan)
+    results["wall_seconds"] = time.monotonic() - started
+    report.write(results, out)
+    print(report.markdown(results), flush=True)
+    if full and not args.no_readme:
+        report.update_readme(results)
+    print(f"results in {out}/; {results['wall_seconds']:.0f} s in all", flush=True)
+    return 0
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    """Run everything *plan* says; return the results :mod:`benchmarks.report` reads."""
+    # Numeric loopback addresses need no resolver, and gevent's default one (a
+    # thread pool) caps new connections at a few hundred a second under load:
+    # that would flatter greenpool against the contenders that connect often.
+    os.environ.setdefault("GEVENT_RESOLVER", "block")
+    open_files = servers.raise_open_files()
+    raised = min(servers.RAISED_CONNECTIONS, open_files - servers.SPARE_DESCRIPTORS)
+    results: dict[str, Any] = {
+        "plan": asdict(plan),
+        "machine": report.machine(),
+        "limits": {"open_files": open_files, "raised": raised},
+    }
+    with ExitStack() as stack:
+        memcached = {
+            "default": stack.enter_context(_running(servers.DEFAULT_CONNECTIONS)),
+            "raised": stack.enter_context(_running(raised)),
+        }
+        workers = {kind: stack.enter_context(_worker(kind)) for kind in ("gevent", "asyncio")}
+        address = memcached["default"].address
+        if "overhead" in plan.only:
+            progress("overhead: reserve + release, mapped reserve, sequential gets")
+            overhead = {
+                "cmd": "overhead",
+                "address": address,
+                "loops": plan.loops,
+                "repeats": 5,
+                "gets": plan.gets,
+                "rounds": max(plan.rounds, 3),
+            }
+            results["overhead"] = workers["gevent"].call(overhead, timeout=300)
+        results["workloads"] = [
+            _workload(plan, workload, memcached[workload.server], workers)
+            for workload in WORKLOADS
+            if workload.key in plan.only
+        ]
+        if "wsgi" in plan.only:
+            results["workloads"].append(_wsgi(plan, memcached["default"], workers["gevent"]))
+        if plan.profile and "get" in plan.only:
+            progress("profile: cProfile of the hot path")
+            first = results["workloads"][0]
+            request = {
+                "cmd": "profile",
+                "address": address,
+                "loops": plan.loops,
+                "top": 14,
+                "greenlets": first["greenlets"],
+                "ops": first["ops"],
+                "prefix": first["key"] + "-",
+                "seconds": plan.seconds,
+            }
+            results["profile"] = workers["gevent"].call(request, timeout=300)
+    return results
+
+
+@contextmanager
+def _running(connections: int) -> Iterator[servers.MemcachedServer]:
+    server = servers.start(connections)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _worker(kind: str) -> Iterator[Worker]:
+    worker = Worker(kind)
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+def _rotated(names: tuple[str, ...], by: int) -> list[str]:
+    """Each round starts with another contender, so none always runs first."""
+    by %= len(names)
+    return list(names[by:] + names[:by])
+
+
+def _measured(address: tuple[str, int], call: Callable[[Callable[[], None]], Reply]) -> Reply:
+    """Run *call* (given the sampling tick) and add what memcached saw meanwhile."""
+    reader = servers.StatsReader(address)
+    try:
+        watch = servers.ConnectionWatch(reader)
+        reply = call(watch.sample)
+        return {**reply, "connections": watch.finish()}
+    finally:
+        reader.close()
+
+
+def _workload(
+    plan: Plan, workload: Workload, memcached: servers.MemcachedServer, workers: dict[str, Worker]
+) -> dict[str, Any]:
+    greenlets = max(2, round(workload.greenlets * plan.scale))
+    prefix = f"{workload.key}-"
+    shape = {
+        "address": memcached.address,
+        "greenlets": greenlets,
+        "ops": workload.ops,
+        "set_every": workload.set_every,
+        "prefix": prefix,
+        "seconds": plan.seconds,
+    }
+    workers["gevent"].call({"cmd": "preload", **shape}, timeout=60)
+    rounds: dict[str, list[Reply]] = {name: [] for name in workload.contenders}
+    for number in range(plan.rounds):
+        for name in _rotated(workload.contenders, number):
+            worker = workers["asyncio" if name in ASYNCIO else "gevent"]
+            request = {"cmd": "round", "contender": name, **shape}
+
+            def call(
+                tick: Callable[[], None], worker: Worker = worker, request: Any = request
+            ) -> Reply:
+                return worker.call(request, timeout=plan.seconds + 120, tick=tick)
+
+            started = time.monotonic()
+            reply = _measured(memcached.address, call)
+            reply["wall_s"] = time.monotonic() - started
+            rounds[name].append(reply)
+            progress(_line(workload.key, number, name, reply))
+    return {
+        **asdict(workload),
+        "greenlets": greenlets,
+        "contenders": list(workload.contenders),
+        "rows": _summarize(rounds, BASELINE),
+    }
+
+
+def _wsgi(plan: Plan, memcached: servers.MemcachedServer, gevent_worker: Worker) -> dict[str, Any]:
+    keys = max(2, round(500 * plan.scale))
+    preload = {
+        "cmd": "preload",
+        "address": memcached.address,
+        "greenlets": keys,
+        "prefix": wsgi_load.PREFIX,
+    }
+    gevent_worker.call(preload, timeout=60)
+    variants = wsgi_load.VARIANTS
+    rounds: dict[str, list[Reply]] = {name: [] for name in variants}
+    skipped = None
+    for number in range(plan.rounds):
+        for name in _rotated(variants, number):
+
+            def call(tick: Callable[[], None], name: str = name) -> Reply:
+                return wsgi_load.run_round(
+                    name, memcached.address, keys, plan.wsgi_seconds, plan.wsgi_connections, tick
+                )
+
+            reply = _measured(memcached.address, call)
+            skipped = reply.get("skipped", skipped)
+            if not skipped:
+                rounds[name].append(reply)
+                progress(_line("wsgi", number, name, reply))
+        if skipped:
+            progress(f"wsgi: {skipped}; each variant answered one GET")
+            break
+    title = f"WSGI example under wrk, {plan.wsgi_connections} connections"
+    return {
+        "key": "wsgi",
+        "title": title,
+        "contenders": list(variants),
+        "skipped": skipped,
+        "rows": {} if skipped else _summarize(rounds, WSGI_BASELINE),
+    }
+
+
+def _line(workload: str, number: int, name: str, reply: Reply) -> str:
+    errors = sum(reply["errors"].values())
+    conns = reply["connections"]
+    return (
+        f"{workload:>12} round {number + 1}  {name:<26} {reply['ops_per_s']:>9.0f} ops/s"
+        f"  p50 {reply['p50_ms']:7.2f} ms  p99 {reply['p99_ms']:8.2f} ms  errors {errors:>6}"
+        f"  conns peak {conns['peak']:>5} new {conns['total']:>6} refused {conns['rejected']:>5}"
+        f"  ({reply['seconds']:.2f} s, {reply.get('wall_s', 0):.2f} s wall)"
+    )
+
+
+def _summarize(rounds: dict[str, list[Reply]], baseline: str) -> dict[str, dict[str, Any]]:
+    """Per contender: medians over rounds (ops/s, p50, p99, connections opened),
+    the median of its per-round ratio to *baseline*, and every round's errors,
+    refused connections and the highest peak, so that nothing rare is hidden."""
+    rows = {}
+    for name, replies in rounds.items():
+        errors: Counter[str] = Counter()
+        for reply in replies:
+            errors.update(reply["errors"])
+        ratios = [
+            mine["ops_per_s"] / theirs["ops_per_s"]
+            for mine, theirs in zip(replies, rounds[baseline], strict=True)
+            if theirs["ops_per_s"] > 0
+        ]
+        rows[name] = {
+            "ops_per_s": statistics.median(r["ops_per_s"] for r in replies),
+            "ratio": statistics.median(ratios) if ratios else None,
+            "p50_ms": statistics.median(r["p50_ms"] for r in replies),
+            "p99_ms": statistics.median(r["p99_ms"] for r in replies),
+            "errors": sum(errors.values()),
+            "error_kinds": dict(errors.most_common(3)),
+            "peak": max(r["connections"]["peak"] for r in replies),
+            "opened": statistics.median(r["connections"]["total"] for r in replies),
+            "refused": sum(r["connections"]["rejected"] for r in replies),
+            "cpu_us": statistics.median(r["cpu_us"] for r in replies)
+            if "cpu_us" in replies[0]
+            else None,
+            "rounds": replies,
+        }
+    return rows
