@@ -1,0 +1,40 @@
+"""The benchmarks cannot rot: their quick mode runs end to end at a tiny scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import plan, wsgi_load
+from tests.wsgi import REPO
+
+
+def test_quick_mode_runs_every_part_at_a_tiny_scale(tmp_path: Path) -> None:
+    """``python -m benchmarks --quick`` at 1/100 scale, one round of 0.1 s: every
+    workload has a row for every contender, with no error where none can happen,
+    and the report, chart and results are written where told, README.rst untouched."""
+    readme = (REPO / "README.rst").read_text()
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--seconds", "0.1"]
+    command += ["--scale", "0.01", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    workloads = {w["key"]: w for w in results["workloads"]}
+    assert list(workloads) == [*(w.key for w in plan.WORKLOADS), "wsgi"]
+    for workload in plan.WORKLOADS:
+        rows = workloads[workload.key]["rows"]
+        assert list(rows) == list(workload.contenders)
+        for name, row in rows.items():
+            assert row["ops_per_s"] > 0, (workload.key, name)
+            assert row["errors"] == 0, (workload.key, name, row["error_kinds"])
+    wsgi = workloads["wsgi"]
+    if not wsgi["skipped"]:  # wrk is installed by make bench, not by make test
+        assert list(wsgi["rows"]) == list(wsgi_load.VARIANTS)
+        assert all(row["errors"] == 0 for row in wsgi["rows"].values())
+    assert results["overhead"]["reserve_release_us"] > 0
+    assert "| get | ClientPool(16) |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert (REPO / "README.rst").read_text() == readme
