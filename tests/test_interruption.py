@@ -36,6 +36,16 @@ def _counters(mc: Any, key: Key) -> None:
     mc.set(key("y"), "5", noreply=False)
 
 
+def _one_client_behind_a_slow_proxy(make_pool: MakePool, proxy: FaultProxy, key: Key) -> Any:
+    """A pool of one client whose counters x=1000 and y=5 are set, after which
+    the proxy holds every reply for 50 ms: long enough to interrupt a command."""
+    pool = make_pool(1, address=proxy.address)
+    with pool.reserve() as mc:
+        _counters(mc, key)
+    proxy.reply_delay = 0.05
+    return pool
+
+
 def test_a_raw_pymemcache_client_reads_the_stale_reply(proxy: FaultProxy, key: Key) -> None:
     """The bug we exist for, reproduced: this control test proves the harness catches it."""
     mc = Client(proxy.address, socket_module=gevent.socket)
@@ -50,10 +60,7 @@ def test_a_client_interrupted_by_a_timeout_is_discarded(
     make_pool: MakePool, proxy: FaultProxy, key: Key
 ) -> None:
     """The same scenario through the pool: the next user reads y's own counter."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
     with pytest.raises(Timeout), Timeout(0.01), pool.reserve() as mc:
         mc.incr(key("x"), 1)
     with pool.reserve() as mc:
@@ -75,10 +82,7 @@ def test_a_client_interrupted_by_a_kill_is_discarded(
     make_pool: MakePool, proxy: FaultProxy, key: Key, interrupt: Callable[[gevent.Greenlet], None]
 ) -> None:
     """GreenletExit and KeyboardInterrupt mid-command also cost the client its connection."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
 
     def incr_x() -> None:
         try:
@@ -100,10 +104,7 @@ def test_a_cut_connection_is_discarded_and_the_slot_refilled(
     make_pool: MakePool, proxy: FaultProxy, key: Key
 ) -> None:
     """A socket error mid-command discards the client; the next reservation works."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
 
     def incr_x_in_a_block() -> Any:
         with pool.reserve() as mc:

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import itertools
 import json
-import os
 import random
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from gevent import Timeout
 from gevent.event import Event
 
 from greenpool import ClientPool, GreenletMappedPool, PoolClosed, PoolError, PoolTimeout
+from tests.forking import Child
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
 
@@ -335,29 +335,18 @@ def test_a_forked_child_never_reuses_the_parents_mapping(
     with mapped.reserve() as mc:
         mc.set(key("n"), "0", noreply=False)  # the child reads it on another connection
         parent_port = mc.sock.getsockname()[1]
-    read_end, write_end = os.pipe()
-    pid = gevent.os.fork()
-    if pid == 0:  # the child: report through the pipe and never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            before = mapped.stats()
-            with mapped.reserve() as mc:
-                mc.incr(key("n"), 1)
-                report = {
-                    "mapped_before": before["mapped"],
-                    "new_port": mc.sock.getsockname()[1] != parent_port,
-                    "size": mapped.stats()["size"],
-                }
-            os.write(write_end, json.dumps(report).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    _, status = gevent.os.waitpid(pid, 0)
-    report = json.loads(os.read(read_end, 4096))
-    os.close(read_end)
-    assert status == 0
+
+    def in_the_child() -> dict[str, Any]:
+        before = mapped.stats()
+        with mapped.reserve() as mc:
+            mc.incr(key("n"), 1)
+            return {
+                "mapped_before": before["mapped"],
+                "new_port": mc.sock.getsockname()[1] != parent_port,
+                "size": mapped.stats()["size"],
+            }
+
+    report = Child(in_the_child).result()
     assert report == {"mapped_before": 0, "new_port": True, "size": 1}
     with mapped.reserve() as mc:
         assert mc.sock.getsockname()[1] == parent_port
