@@ -274,6 +274,17 @@ class ClientPool(Generic[C]):
             shrink -= 1
         self._excess += max(shrink, 0)
 
+    def disconnect_idle(self) -> None:
+        """Close the connections of idle clients; each reconnects on its next command.
+
+        Clients in use are left alone. The clients stay in the pool, so nothing
+        is counted as discarded (pymemcache's ``PooledClient.close``, which
+        Django calls after every request, means this).
+        """
+        for entry in self._slots:
+            if entry is not None:
+                _close_quietly(entry.client, self.name)
+
     def close(self) -> None:
         """Close idle clients now and clients in use when they come back.
 
