@@ -4,6 +4,8 @@ leak warnings, load shedding and resizing, each against a real memcached."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -216,10 +218,29 @@ def test_leak_warning_names_the_reserving_stack_once(
     assert "greenpool/pool.py" not in message
 
 
-def test_greenpool_logs_nothing_by_default(make_pool: MakePool, proxy: FaultProxy) -> None:
-    assert logging.getLogger("greenpool").handlers == [] or all(
-        isinstance(h, logging.NullHandler) for h in logging.getLogger("greenpool").handlers
+def test_greenpool_logs_nothing_unless_the_application_configures_logging(
+    memcached: MemcachedServer,
+) -> None:
+    """A leak warning in a program that never configured logging prints nothing;
+    the same program with logging.basicConfig() prints it."""
+    script = (
+        "import logging, sys, gevent\n"
+        "from greenpool import ClientPool, client_factory\n"
+        "if sys.argv[1] == 'configured': logging.basicConfig()\n"
+        f"pool = ClientPool(client_factory({memcached.address!r}), 1, leak_warning_after=0.01)\n"
+        "with pool.reserve():\n"
+        "    gevent.sleep(0.1)\n"
+        "assert pool.stats()['leak_warnings'] == 1\n"
     )
+    outputs = {}
+    for mode in ("quiet", "configured"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outputs[mode] = done.stderr
+    assert outputs["quiet"] == ""
+    assert "reserved for over 0.01s" in outputs["configured"]
 
 
 def test_max_waiting_sheds_load_at_once(make_pool: MakePool) -> None:
