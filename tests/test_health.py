@@ -16,6 +16,7 @@ from gevent.event import Event
 from greenpool import ClientPool, PoolOverloaded, PoolTimeout, client_factory
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 Key = Callable[[str], str]
@@ -248,8 +249,7 @@ def test_max_waiting_sheds_load_at_once(make_pool: MakePool) -> None:
     pool = make_pool(1, max_waiting=2, name="shed")
     with pool.reserve():
         waiters = [gevent.spawn(lambda: pool.reserve(timeout=5).__enter__()) for _ in range(2)]
-        gevent.sleep(0.01)
-        assert pool.stats()["waiting"] == 2
+        wait_until(lambda: pool.stats()["waiting"] == 2, "two waiters have queued")
         with pytest.raises(PoolOverloaded, match="'shed' already has max_waiting=2"):
             pool.reserve().__enter__()
     gevent.joinall(waiters, timeout=5)
@@ -267,8 +267,7 @@ def test_resize_up_wakes_waiters_and_down_lets_clients_finish(make_pool: MakePoo
             served.set()
 
     job = gevent.spawn(waiter)
-    gevent.sleep(0.01)
-    assert pool.stats()["waiting"] == 1
+    wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
     pool.resize(3)
     assert served.wait(2) and job.join(2) is None
     assert pool.stats()["maxsize"] == 3

@@ -22,6 +22,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnexpectedC
 import greenpool
 from greenpool import ClientPool
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 Key = Callable[[str], str]
@@ -91,8 +92,9 @@ def test_a_client_interrupted_by_a_kill_is_discarded(
         except KeyboardInterrupt:
             pass  # caught here so gevent does not re-raise it in the test's main greenlet
 
+    sent = proxy.sent
     job = gevent.spawn(incr_x)
-    gevent.sleep(0.02)  # the command is sent; its reply is held by the proxy
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     assert pool.stats()["in_use"] == 1
     interrupt(job)
     with pool.reserve() as mc:
@@ -110,8 +112,9 @@ def test_a_cut_connection_is_discarded_and_the_slot_refilled(
         with pool.reserve() as mc:
             return mc.incr(key("x"), 1)
 
+    sent = proxy.sent
     job = gevent.spawn(incr_x_in_a_block)
-    gevent.sleep(0.02)
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     proxy.cut()
     job.join(5)
     assert isinstance(job.exception, MemcacheUnexpectedCloseError)

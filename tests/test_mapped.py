@@ -29,6 +29,7 @@ from greenpool import ClientPool, GreenletMappedPool, PoolClosed, PoolError, Poo
 from tests.forking import Child
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakeMapped = Callable[..., GreenletMappedPool[Any]]
 Key = Callable[[str], str]
@@ -168,7 +169,9 @@ def test_a_finished_greenlet_hands_its_client_back(
     assert reuse.value and (stats["created"], stats["discarded"], stats["idle"]) == (1, 0, 1)
 
 
-def _interrupt_with_a_timeout(mapped: GreenletMappedPool[Any], incr: Callable[[], Any]) -> Any:
+def _interrupt_with_a_timeout(
+    mapped: GreenletMappedPool[Any], incr: Callable[[], Any], proxy: FaultProxy
+) -> Any:
     """The greenlet catches the Timeout outside its block and carries on."""
 
     def work() -> Any:
@@ -181,17 +184,16 @@ def _interrupt_with_a_timeout(mapped: GreenletMappedPool[Any], incr: Callable[[]
     return job.value
 
 
-def _interrupt_with_a_kill(mapped: GreenletMappedPool[Any], incr: Callable[[], Any]) -> Any:
-    sent = Event()
-
+def _interrupt_with_a_kill(
+    mapped: GreenletMappedPool[Any], incr: Callable[[], Any], proxy: FaultProxy
+) -> Any:
     def work() -> None:
         with mapped.reserve():
-            sent.set()
             incr()
 
+    sent = proxy.sent
     job = gevent.spawn(work)
-    assert sent.wait(10)
-    gevent.sleep(0.02)  # the command is sent; the proxy holds its reply
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     job.kill(block=True, timeout=10)
     _join(job)
 
@@ -213,7 +215,7 @@ def test_a_greenlet_interrupted_mid_command_has_its_client_discarded(
         with mapped.reserve() as mc:
             return mc.incr(key("x"), 1)
 
-    interrupt(mapped, incr_x)
+    interrupt(mapped, incr_x, proxy)
     assert _counts(mapped) == (0, 0)
     proxy.reply_delay = 0
     with mapped.reserve() as mc:

@@ -16,6 +16,7 @@ from pymemcache.client.base import Client
 import greenpool
 from greenpool import ClientPool, PoolClosed, PoolTimeout, client_factory
 from tests.memcached import MemcachedServer
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 
@@ -90,8 +91,7 @@ def test_waiters_are_served_in_arrival_order(make_pool: MakePool) -> None:
 
     with pool.reserve():
         waiters = [gevent.spawn(wait_turn, i) for i in range(5)]
-        gevent.sleep(0.01)  # let them all queue up (asserted next)
-        assert pool.stats()["waiting"] == 5
+        wait_until(lambda: pool.stats()["waiting"] == 5, "the five have queued")
     gevent.joinall(waiters, timeout=5, raise_error=True)
     assert served == [0, 1, 2, 3, 4]
 
@@ -208,8 +208,7 @@ def test_close_wakes_waiters_with_pool_closed(make_pool: MakePool) -> None:
     pool = make_pool(1)
     with pool.reserve():
         waiter = gevent.spawn(lambda: pool.reserve(timeout=5).__enter__())
-        gevent.sleep(0.01)
-        assert pool.stats()["waiting"] == 1
+        wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
         pool.close()
         waiter.join(5)
         assert isinstance(waiter.exception, PoolClosed)
