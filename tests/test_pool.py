@@ -281,3 +281,19 @@ def test_disconnect_idle_drops_idle_connections_only(
     assert (stats["size"], stats["discarded"], stats["reserves"]) == (2, 0, 2)
     with pool.reserve() as mc:
         assert mc.set(key("after"), "1", noreply=False)
+
+
+def test_a_waiter_killed_after_being_handed_a_client_passes_it_on(make_pool: MakePool) -> None:
+    """The hand-off race: the client is handed over, then the waiter is killed
+    before it runs. The slot must not be lost with it."""
+    pool = make_pool(1)
+    holder = pool.reserve()
+    holder.__enter__()
+    waiter = gevent.spawn(lambda: pool.reserve(timeout=5).__enter__())
+    wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
+    holder.__exit__(None, None, None)  # handed to the waiter, which has not run yet
+    assert pool.stats()["waiting"] == 0 and pool.stats()["in_use"] == 1
+    waiter.kill(block=True, timeout=5)  # GreenletExit arrives as it wakes
+    assert pool.stats()["in_use"] == 0
+    with pool.reserve(block=False) as mc:
+        assert mc.version()
