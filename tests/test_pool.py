@@ -284,16 +284,23 @@ def test_disconnect_idle_drops_idle_connections_only(
 
 
 def test_a_waiter_killed_after_being_handed_a_client_passes_it_on(make_pool: MakePool) -> None:
-    """The hand-off race: the client is handed over, then the waiter is killed
-    before it runs. The slot must not be lost with it."""
+    """The hand-off race: the waiter's kill is already scheduled when the client
+    is handed to it, so it wakes into GreenletExit holding a slot it must pass on."""
     pool = make_pool(1)
+    served: list[bool] = []
+
+    def wait_for_a_client() -> None:
+        with pool.reserve(timeout=5):
+            served.append(True)
+
     holder = pool.reserve()
     holder.__enter__()
-    waiter = gevent.spawn(lambda: pool.reserve(timeout=5).__enter__())
+    waiter = gevent.spawn(wait_for_a_client)
     wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
-    holder.__exit__(None, None, None)  # handed to the waiter, which has not run yet
-    assert pool.stats()["waiting"] == 0 and pool.stats()["in_use"] == 1
-    waiter.kill(block=True, timeout=5)  # GreenletExit arrives as it wakes
+    waiter.kill(block=False)  # the throw is scheduled first...
+    holder.__exit__(None, None, None)  # ...then the client is handed over
+    waiter.join(5)
+    assert waiter.dead and served == []
     assert pool.stats()["in_use"] == 0
     with pool.reserve(block=False) as mc:
         assert mc.version()
