@@ -9,6 +9,8 @@ its life and takes it back when the greenlet ends; ``PooledClient`` and
 lent for it.
 """
 
+import logging
+
 from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
@@ -18,6 +20,10 @@ from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reserva
 from greenpool.stats import PoolStats
 
 __version__ = "0.1.0"
+
+# Quiet unless the application configures logging (the logging HOWTO's advice
+# for libraries): without it, Python's last-resort handler prints warnings.
+logging.getLogger("greenpool").addHandler(logging.NullHandler())
 
 __all__ = [
     "CLIENT_DEFAULTS",

@@ -9,7 +9,6 @@ other layer: this is the hot path.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -181,10 +180,7 @@ class PooledClient:
         request), the client stays usable. Unlike it, a command in flight in
         another greenlet is not cut off: its client comes back connected.
         """
-        pool = self.pool
-        with contextlib.ExitStack() as held:
-            for _ in range(pool.stats()["idle"]):
-                held.enter_context(pool.reserve(block=False)).close()
+        self.pool.disconnect_idle()
 
     disconnect_all = close
 

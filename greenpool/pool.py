@@ -17,7 +17,6 @@ fair, see :meth:`ClientPool._put_slot`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -28,12 +27,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Optional, Protocol, TypeVar
 
-from gevent.event import AsyncResult
 from gevent.monkey import get_original
 
 from greenpool import _fork, _leaks
 from greenpool._checks import check_seconds, check_size
 from greenpool._entry import Entry, failure, server_gone
+from greenpool._waiters import Waiters
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.stats import DISCARD_REASONS, PoolStats
 
@@ -163,7 +162,7 @@ class ClientPool(Generic[C]):
         self._vetting = not (self._max_idle is None and self._max_lifetime is None
                              and self._check_after is None)  # fmt: skip
         self._slots: deque[Optional[Entry[C]]] = deque([None] * self._maxsize)
-        self._waiters: deque[AsyncResult] = deque()
+        self._waiters: Waiters[Optional[Entry[C]]] = Waiters()
         self._excess = 0  # clients in use beyond maxsize after a shrink
         self._closed = False
         self._attention = False  # closed, or forked since last used: see _check_usable
@@ -263,7 +262,7 @@ class ClientPool(Generic[C]):
         for _ in range(grow - absorbed):
             if self._waiters:
                 self._in_use += 1
-                self._waiters.popleft().set(None)
+                self._waiters.hand(None)
             else:
                 self._slots.appendleft(None)
         shrink = -grow
@@ -274,6 +273,17 @@ class ClientPool(Generic[C]):
             shrink -= 1
         self._excess += max(shrink, 0)
 
+    def disconnect_idle(self) -> None:
+        """Close the connections of idle clients; each reconnects on its next command.
+
+        Clients in use are left alone. The clients stay in the pool, so nothing
+        is counted as discarded (pymemcache's ``PooledClient.close``, which
+        Django calls after every request, means this).
+        """
+        for entry in self._slots:
+            if entry is not None:
+                _close_quietly(entry.client, self.name)
+
     def close(self) -> None:
         """Close idle clients now and clients in use when they come back.
 
@@ -283,9 +293,7 @@ class ClientPool(Generic[C]):
         if self._closed:
             return
         self._closed = self._attention = True
-        waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
-            waiter.set_exception(PoolClosed(f"pool {self.name!r} was closed while waiting"))
+        self._waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
         while self._slots:
             entry = self._slots.pop()
             if entry is not None:
@@ -449,19 +457,15 @@ class ClientPool(Generic[C]):
         self._put_slot(None)
 
     def _put_slot(self, slot: Optional[Entry[C]]) -> None:
-        """Hand *slot* to the oldest waiter, or push it back.
-
-        A direct hand-off keeps the pool fair. With a plain LifoQueue, a put
-        only schedules a waiter's wake-up, and a greenlet that releases and
-        reserves again in a loop takes the client back first, forever.
-        """
+        """Hand *slot* to the oldest waiter (which keeps the pool fair, see
+        greenpool._waiters), or push it back."""
         if self._excess:  # the pool shrank while this was lent
             self._excess -= 1
             self._in_use -= 1
             if slot is not None:
                 self._discard(slot, "resized")
         elif self._waiters:
-            self._waiters.popleft().set(slot)
+            self._waiters.hand(slot)
         else:
             self._in_use -= 1
             if self._closed:
@@ -491,7 +495,8 @@ class ClientPool(Generic[C]):
     # -- waiting and checks ------------------------------------------------------
 
     def _wait(self, block: bool, timeout: Optional[float]) -> Optional[Entry[C]]:
-        """Wait for a slot handed over by _put_slot; raise PoolTimeout if none."""
+        """Wait for a slot handed over by _put_slot; raise PoolTimeout if none,
+        PoolOverloaded if max_waiting greenlets wait already."""
         seconds = self.timeout if timeout is None else timeout
         if not block or seconds == 0:
             self._timeouts += 1
@@ -505,35 +510,21 @@ class ClientPool(Generic[C]):
                 f"pool {self.name!r} already has max_waiting={self._max_waiting} "
                 f"greenlets waiting for its {self._maxsize} clients"
             )
-        waiter: AsyncResult = AsyncResult()
-        self._waiters.append(waiter)
         self._waits += 1
         started = _monotonic()
         try:
-            waiter.wait(None if math.isinf(seconds) else seconds)
-        except BaseException:
-            # Interrupted while waiting. A slot handed over meanwhile is ours
-            # to pass on; otherwise leave the queue.
-            if waiter.ready() and waiter.successful():
-                self._put_slot(waiter.value)
-            else:
-                self._leave(waiter)
-            raise
+            served, slot = self._waiters.wait(
+                None if math.isinf(seconds) else seconds, self._put_slot
+            )
         finally:
             self._wait_s += _monotonic() - started
-        if not waiter.ready():
-            self._leave(waiter)
+        if not served:
             self._timeouts += 1
             raise PoolTimeout(
                 f"no client came free in pool {self.name!r} (maxsize={self._maxsize}) "
                 f"within timeout={seconds}s"
             )
-        slot: Optional[Entry[C]] = waiter.get()  # raises PoolClosed set by close()
         return slot
-
-    def _leave(self, waiter: AsyncResult) -> None:
-        with contextlib.suppress(ValueError):  # close() already dropped the queue
-            self._waiters.remove(waiter)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -555,12 +546,10 @@ class ClientPool(Generic[C]):
         self._discards["fork"] += self._size
         self._size = self._in_use = self._excess = 0
         self._slots = deque([None] * self._maxsize)
-        waiters, self._waiters = self._waiters, deque()
         self._thread = None
         self._epoch = _fork.epoch
         self._attention = self._closed
-        for waiter in waiters:
-            waiter.set_exception(PoolError(f"pool {self.name!r}: the process forked while waiting"))
+        self._waiters.fail_all(PoolError(f"pool {self.name!r}: the process forked while waiting"))
         for entry in parents:
             _close_quietly(entry.client, self.name)
 

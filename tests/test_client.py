@@ -18,6 +18,7 @@ import greenpool
 from greenpool import PooledClient, PoolOverloaded, PoolTimeout
 from tests.memcached import HOST, MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 Key = Callable[[str], str]
 
@@ -42,21 +43,22 @@ def make_client(memcached: MemcachedServer) -> Iterator[Callable[..., PooledClie
         client.pool.close()
 
 
-def _interrupt_with_timeout(call: Callable[[], Any]) -> None:
+def _interrupt_with_timeout(call: Callable[[], Any], proxy: FaultProxy) -> None:
     with pytest.raises(Timeout), Timeout(0.01):
         call()
 
 
-def _interrupt_with_kill(call: Callable[[], Any]) -> None:
+def _interrupt_with_kill(call: Callable[[], Any], proxy: FaultProxy) -> None:
+    sent = proxy.sent
     job = gevent.spawn(call)
-    gevent.sleep(0.02)  # the command is sent; the proxy holds its reply
+    wait_until(lambda: proxy.sent > sent, "the command reached the proxy, which holds its reply")
     job.kill(block=True, timeout=5)
 
 
 @pytest.mark.parametrize("interrupt", [_interrupt_with_timeout, _interrupt_with_kill])
 def test_an_interrupted_command_never_hands_its_reply_to_the_next_call(
     make_client: Callable[..., PooledClient], proxy: FaultProxy, key: Key,
-    interrupt: Callable[[Callable[[], Any]], None],
+    interrupt: Callable[[Callable[[], Any], FaultProxy], None],
 ) -> None:  # fmt: skip
     """x's incr is cut off while its reply is in flight; y's incr, on the only
     connection slot, reads y's own counter."""
@@ -64,7 +66,7 @@ def test_an_interrupted_command_never_hands_its_reply_to_the_next_call(
     mc.set(key("x"), "1000")
     mc.set(key("y"), "5")
     proxy.reply_delay = 0.05
-    interrupt(lambda: mc.incr(key("x"), 1))
+    interrupt(lambda: mc.incr(key("x"), 1), proxy)
     assert mc.incr(key("y"), 1) == 6
     stats = mc.pool_stats()
     assert (stats["discarded"], stats["in_use"], stats["size"]) == (1, 0, 1)
@@ -122,7 +124,7 @@ def test_calls_wait_cooperatively_for_a_free_client_then_raise_pool_timeout(
     mc.set(key("a"), "1")
     proxy.reply_delay = 0.3
     slow = gevent.spawn(mc.get, key("a"))
-    gevent.sleep(0.01)
+    wait_until(lambda: mc.pool_stats()["in_use"] == 1, "the slow get holds the client")
     started = time.monotonic()
     with pytest.raises(PoolTimeout, match=r"'small'.*timeout=0\.1"):
         mc.get(key("a"))
@@ -165,14 +167,12 @@ def test_close_disconnects_idle_clients_and_later_calls_reconnect(
     gevent.joinall([gevent.spawn(mc.get, key("a")) for _ in range(3)], timeout=5)
     assert proxy.open_connections == 3
     in_flight = gevent.spawn(mc.get, key("a"))
-    gevent.sleep(0.01)
+    wait_until(lambda: mc.pool_stats()["in_use"] == 1, "the get holds a client")
     mc.close()
-    gevent.sleep(0.02)
-    assert proxy.open_connections == 1  # only the one in use
+    wait_until(lambda: proxy.open_connections == 1, "only the one in use is open")
     assert in_flight.get(timeout=5) == b"1"
     mc.disconnect_all()
-    gevent.sleep(0.02)
-    assert proxy.open_connections == 0
+    wait_until(lambda: proxy.open_connections == 0, "every connection is closed")
     proxy.reply_delay = 0
     assert mc.get(key("a")) == b"1"
     stats = mc.pool_stats()
@@ -235,7 +235,7 @@ def test_ignore_exc_treats_a_full_pool_as_a_miss(
     mc.set(key("a"), "1")
     proxy.reply_delay = 0.3
     slow = gevent.spawn(mc.get, key("a"))
-    gevent.sleep(0.01)
+    wait_until(lambda: mc.pool_stats()["in_use"] == 1, "the slow get holds the client")
     assert mc.get(key("a"), "busy") == "busy"
     with pytest.raises(PoolTimeout):
         mc.set(key("a"), "2")

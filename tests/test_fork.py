@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import gevent
-import gevent.os
 
 from greenpool import ClientPool, client_factory
+from tests.forking import Child
 from tests.memcached import MemcachedServer
 
 Key = Callable[[str], str]
@@ -54,27 +53,16 @@ def test_parent_and_child_never_share_a_connection_and_both_keep_working(
     with pool.reserve() as mc:
         mc.set(key("parent"), "0", noreply=False)
         mc.set(key("child"), "0", noreply=False)
-    read_end, write_end = os.pipe()
-    pid = gevent.os.fork()
-    if pid == 0:  # the child: report through the pipe and never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            child_ports = _local_ports(pool, 4)
-            stats = pool.stats()
-            ok = (
-                not child_ports & parent_ports
-                and stats["size"] == 4
-                and _count_to(pool, key("child"), 400)
-            )
-            os.write(write_end, b"ok" if ok else repr((child_ports, stats)).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
+
+    def in_the_child() -> dict[str, Any]:
+        child_ports = _local_ports(pool, 4)
+        return {
+            "shared_ports": sorted(child_ports & parent_ports),
+            "size": pool.stats()["size"],
+            "counted": _count_to(pool, key("child"), 400),
+        }
+
+    child = Child(in_the_child)
     assert _count_to(pool, key("parent"), 400)  # meanwhile the child counts too
     assert _local_ports(pool, 4) == parent_ports  # the parent kept its own connections
-    _, status = gevent.os.waitpid(pid, 0)
-    report = os.read(read_end, 4096)
-    os.close(read_end)
-    assert status == 0 and report == b"ok"
+    assert child.result() == {"shared_ports": [], "size": 4, "counted": True}

@@ -4,6 +4,8 @@ leak warnings, load shedding and resizing, each against a real memcached."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ from gevent.event import Event
 from greenpool import ClientPool, PoolOverloaded, PoolTimeout, client_factory
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 Key = Callable[[str], str]
@@ -216,10 +219,29 @@ def test_leak_warning_names_the_reserving_stack_once(
     assert "greenpool/pool.py" not in message
 
 
-def test_greenpool_logs_nothing_by_default(make_pool: MakePool, proxy: FaultProxy) -> None:
-    assert logging.getLogger("greenpool").handlers == [] or all(
-        isinstance(h, logging.NullHandler) for h in logging.getLogger("greenpool").handlers
+def test_greenpool_logs_nothing_unless_the_application_configures_logging(
+    memcached: MemcachedServer,
+) -> None:
+    """A leak warning in a program that never configured logging prints nothing;
+    the same program with logging.basicConfig() prints it."""
+    script = (
+        "import logging, sys, gevent\n"
+        "from greenpool import ClientPool, client_factory\n"
+        "if sys.argv[1] == 'configured': logging.basicConfig()\n"
+        f"pool = ClientPool(client_factory({memcached.address!r}), 1, leak_warning_after=0.01)\n"
+        "with pool.reserve():\n"
+        "    gevent.sleep(0.1)\n"
+        "assert pool.stats()['leak_warnings'] == 1\n"
     )
+    outputs = {}
+    for mode in ("quiet", "configured"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outputs[mode] = done.stderr
+    assert outputs["quiet"] == ""
+    assert "reserved for over 0.01s" in outputs["configured"]
 
 
 def test_max_waiting_sheds_load_at_once(make_pool: MakePool) -> None:
@@ -227,8 +249,7 @@ def test_max_waiting_sheds_load_at_once(make_pool: MakePool) -> None:
     pool = make_pool(1, max_waiting=2, name="shed")
     with pool.reserve():
         waiters = [gevent.spawn(lambda: pool.reserve(timeout=5).__enter__()) for _ in range(2)]
-        gevent.sleep(0.01)
-        assert pool.stats()["waiting"] == 2
+        wait_until(lambda: pool.stats()["waiting"] == 2, "two waiters have queued")
         with pytest.raises(PoolOverloaded, match="'shed' already has max_waiting=2"):
             pool.reserve().__enter__()
     gevent.joinall(waiters, timeout=5)
@@ -246,8 +267,7 @@ def test_resize_up_wakes_waiters_and_down_lets_clients_finish(make_pool: MakePoo
             served.set()
 
     job = gevent.spawn(waiter)
-    gevent.sleep(0.01)
-    assert pool.stats()["waiting"] == 1
+    wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
     pool.resize(3)
     assert served.wait(2) and job.join(2) is None
     assert pool.stats()["maxsize"] == 3

@@ -22,6 +22,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnexpectedC
 import greenpool
 from greenpool import ClientPool
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 Key = Callable[[str], str]
@@ -34,6 +35,16 @@ def _nothing() -> contextlib.nullcontext[None]:
 def _counters(mc: Any, key: Key) -> None:
     mc.set(key("x"), "1000", noreply=False)
     mc.set(key("y"), "5", noreply=False)
+
+
+def _one_client_behind_a_slow_proxy(make_pool: MakePool, proxy: FaultProxy, key: Key) -> Any:
+    """A pool of one client whose counters x=1000 and y=5 are set, after which
+    the proxy holds every reply for 50 ms: long enough to interrupt a command."""
+    pool = make_pool(1, address=proxy.address)
+    with pool.reserve() as mc:
+        _counters(mc, key)
+    proxy.reply_delay = 0.05
+    return pool
 
 
 def test_a_raw_pymemcache_client_reads_the_stale_reply(proxy: FaultProxy, key: Key) -> None:
@@ -50,10 +61,7 @@ def test_a_client_interrupted_by_a_timeout_is_discarded(
     make_pool: MakePool, proxy: FaultProxy, key: Key
 ) -> None:
     """The same scenario through the pool: the next user reads y's own counter."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
     with pytest.raises(Timeout), Timeout(0.01), pool.reserve() as mc:
         mc.incr(key("x"), 1)
     with pool.reserve() as mc:
@@ -75,10 +83,7 @@ def test_a_client_interrupted_by_a_kill_is_discarded(
     make_pool: MakePool, proxy: FaultProxy, key: Key, interrupt: Callable[[gevent.Greenlet], None]
 ) -> None:
     """GreenletExit and KeyboardInterrupt mid-command also cost the client its connection."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
 
     def incr_x() -> None:
         try:
@@ -87,8 +92,9 @@ def test_a_client_interrupted_by_a_kill_is_discarded(
         except KeyboardInterrupt:
             pass  # caught here so gevent does not re-raise it in the test's main greenlet
 
+    sent = proxy.sent
     job = gevent.spawn(incr_x)
-    gevent.sleep(0.02)  # the command is sent; its reply is held by the proxy
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     assert pool.stats()["in_use"] == 1
     interrupt(job)
     with pool.reserve() as mc:
@@ -100,17 +106,15 @@ def test_a_cut_connection_is_discarded_and_the_slot_refilled(
     make_pool: MakePool, proxy: FaultProxy, key: Key
 ) -> None:
     """A socket error mid-command discards the client; the next reservation works."""
-    pool = make_pool(1, address=proxy.address)
-    with pool.reserve() as mc:
-        _counters(mc, key)
-    proxy.reply_delay = 0.05
+    pool = _one_client_behind_a_slow_proxy(make_pool, proxy, key)
 
     def incr_x_in_a_block() -> Any:
         with pool.reserve() as mc:
             return mc.incr(key("x"), 1)
 
+    sent = proxy.sent
     job = gevent.spawn(incr_x_in_a_block)
-    gevent.sleep(0.02)
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     proxy.cut()
     job.join(5)
     assert isinstance(job.exception, MemcacheUnexpectedCloseError)

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import itertools
 import json
-import os
 import random
 import subprocess
 import sys
@@ -27,8 +26,10 @@ from gevent import Timeout
 from gevent.event import Event
 
 from greenpool import ClientPool, GreenletMappedPool, PoolClosed, PoolError, PoolTimeout
+from tests.forking import Child
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 MakeMapped = Callable[..., GreenletMappedPool[Any]]
 Key = Callable[[str], str]
@@ -168,7 +169,9 @@ def test_a_finished_greenlet_hands_its_client_back(
     assert reuse.value and (stats["created"], stats["discarded"], stats["idle"]) == (1, 0, 1)
 
 
-def _interrupt_with_a_timeout(mapped: GreenletMappedPool[Any], incr: Callable[[], Any]) -> Any:
+def _interrupt_with_a_timeout(
+    mapped: GreenletMappedPool[Any], incr: Callable[[], Any], proxy: FaultProxy
+) -> Any:
     """The greenlet catches the Timeout outside its block and carries on."""
 
     def work() -> Any:
@@ -181,17 +184,16 @@ def _interrupt_with_a_timeout(mapped: GreenletMappedPool[Any], incr: Callable[[]
     return job.value
 
 
-def _interrupt_with_a_kill(mapped: GreenletMappedPool[Any], incr: Callable[[], Any]) -> Any:
-    sent = Event()
-
+def _interrupt_with_a_kill(
+    mapped: GreenletMappedPool[Any], incr: Callable[[], Any], proxy: FaultProxy
+) -> Any:
     def work() -> None:
         with mapped.reserve():
-            sent.set()
             incr()
 
+    sent = proxy.sent
     job = gevent.spawn(work)
-    assert sent.wait(10)
-    gevent.sleep(0.02)  # the command is sent; the proxy holds its reply
+    wait_until(lambda: proxy.sent > sent, "the incr reached the proxy, which holds its reply")
     job.kill(block=True, timeout=10)
     _join(job)
 
@@ -213,7 +215,7 @@ def test_a_greenlet_interrupted_mid_command_has_its_client_discarded(
         with mapped.reserve() as mc:
             return mc.incr(key("x"), 1)
 
-    interrupt(mapped, incr_x)
+    interrupt(mapped, incr_x, proxy)
     assert _counts(mapped) == (0, 0)
     proxy.reply_delay = 0
     with mapped.reserve() as mc:
@@ -335,29 +337,18 @@ def test_a_forked_child_never_reuses_the_parents_mapping(
     with mapped.reserve() as mc:
         mc.set(key("n"), "0", noreply=False)  # the child reads it on another connection
         parent_port = mc.sock.getsockname()[1]
-    read_end, write_end = os.pipe()
-    pid = gevent.os.fork()
-    if pid == 0:  # the child: report through the pipe and never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            before = mapped.stats()
-            with mapped.reserve() as mc:
-                mc.incr(key("n"), 1)
-                report = {
-                    "mapped_before": before["mapped"],
-                    "new_port": mc.sock.getsockname()[1] != parent_port,
-                    "size": mapped.stats()["size"],
-                }
-            os.write(write_end, json.dumps(report).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    _, status = gevent.os.waitpid(pid, 0)
-    report = json.loads(os.read(read_end, 4096))
-    os.close(read_end)
-    assert status == 0
+
+    def in_the_child() -> dict[str, Any]:
+        before = mapped.stats()
+        with mapped.reserve() as mc:
+            mc.incr(key("n"), 1)
+            return {
+                "mapped_before": before["mapped"],
+                "new_port": mc.sock.getsockname()[1] != parent_port,
+                "size": mapped.stats()["size"],
+            }
+
+    report = Child(in_the_child).result()
     assert report == {"mapped_before": 0, "new_port": True, "size": 1}
     with mapped.reserve() as mc:
         assert mc.sock.getsockname()[1] == parent_port

@@ -16,6 +16,7 @@ from pymemcache.client.base import Client
 import greenpool
 from greenpool import ClientPool, PoolClosed, PoolTimeout, client_factory
 from tests.memcached import MemcachedServer
+from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
 
@@ -90,8 +91,7 @@ def test_waiters_are_served_in_arrival_order(make_pool: MakePool) -> None:
 
     with pool.reserve():
         waiters = [gevent.spawn(wait_turn, i) for i in range(5)]
-        gevent.sleep(0.01)  # let them all queue up (asserted next)
-        assert pool.stats()["waiting"] == 5
+        wait_until(lambda: pool.stats()["waiting"] == 5, "the five have queued")
     gevent.joinall(waiters, timeout=5, raise_error=True)
     assert served == [0, 1, 2, 3, 4]
 
@@ -103,28 +103,28 @@ def test_a_looping_holder_cannot_starve_a_waiter(make_pool: MakePool) -> None:
     the looping greenlet's next get() takes the client back first.
     """
     pool = make_pool(1)
-    waited: list[float] = []
+    served_at: list[int] = []  # the hog's iteration when the waiter got the client
+    iterations = 0
     queued = Event()
 
     def hog() -> None:
+        nonlocal iterations
         for _ in range(300):
             with pool.reserve() as mc:
                 queued.set()
                 mc.version()
+            iterations += 1
 
     def waiter() -> None:
         queued.wait(5)
-        started = time.monotonic()
         with pool.reserve(timeout=2):
-            waited.append(time.monotonic() - started)
+            served_at.append(iterations)
 
     hog_job = gevent.spawn(hog)
     waiter_job = gevent.spawn(waiter)
-    waiter_job.join(10)
-    assert waiter_job.successful(), waiter_job.exception
-    assert waited[0] < 1.0
-    assert not hog_job.dead  # the waiter was served while the hog still looped
-    hog_job.join(30)
+    gevent.joinall([hog_job, waiter_job], timeout=30, raise_error=True)
+    assert waiter_job.successful() and hog_job.successful()
+    assert served_at and served_at[0] < 5  # served at once, not after the hog's 300
 
 
 def test_block_false_raises_pool_timeout_at_once(make_pool: MakePool) -> None:
@@ -208,8 +208,7 @@ def test_close_wakes_waiters_with_pool_closed(make_pool: MakePool) -> None:
     pool = make_pool(1)
     with pool.reserve():
         waiter = gevent.spawn(lambda: pool.reserve(timeout=5).__enter__())
-        gevent.sleep(0.01)
-        assert pool.stats()["waiting"] == 1
+        wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
         pool.close()
         waiter.join(5)
         assert isinstance(waiter.exception, PoolClosed)
@@ -263,3 +262,45 @@ def test_stats_has_every_documented_key(make_pool: MakePool) -> None:
     assert (stats["created"], stats["discarded"], stats["reserves"]) == (1, 0, 1)
     discards = sum(v for k, v in stats.items() if k.startswith("discarded_"))
     assert discards == stats["discarded"] == 0
+
+
+def test_disconnect_idle_drops_idle_connections_only(
+    make_pool: MakePool, key: Callable[[str], str]
+) -> None:
+    """Idle clients lose their connection and reconnect on use; lent ones keep theirs."""
+    pool = make_pool(2, check_after_idle=0)  # a check would reconnect: it must not run
+    first, second = pool.reserve(), pool.reserve()
+    idle_one, lent = first.__enter__(), second.__enter__()
+    assert idle_one.version() and lent.version()
+    first.__exit__(None, None, None)
+    pool.disconnect_idle()
+    assert lent.sock is not None
+    second.__exit__(None, None, None)
+    assert idle_one.sock is None
+    stats = pool.stats()
+    assert (stats["size"], stats["discarded"], stats["reserves"]) == (2, 0, 2)
+    with pool.reserve() as mc:
+        assert mc.set(key("after"), "1", noreply=False)
+
+
+def test_a_waiter_killed_after_being_handed_a_client_passes_it_on(make_pool: MakePool) -> None:
+    """The hand-off race: the waiter's kill is already scheduled when the client
+    is handed to it, so it wakes into GreenletExit holding a slot it must pass on."""
+    pool = make_pool(1)
+    served: list[bool] = []
+
+    def wait_for_a_client() -> None:
+        with pool.reserve(timeout=5):
+            served.append(True)
+
+    holder = pool.reserve()
+    holder.__enter__()
+    waiter = gevent.spawn(wait_for_a_client)
+    wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
+    waiter.kill(block=False)  # the throw is scheduled first...
+    holder.__exit__(None, None, None)  # ...then the client is handed over
+    waiter.join(5)
+    assert waiter.dead and served == []
+    assert pool.stats()["in_use"] == 0
+    with pool.reserve(block=False) as mc:
+        assert mc.version()
