@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import cProfile
 import io
+import math
 import pstats
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+import gevent
+import gevent.lock
 from pymemcache.client.base import Client
 from pymemcache.client.base import PooledClient as PymemcachePooledClient
 
@@ -98,7 +101,57 @@ def overhead(request: Request) -> Reply:
     sequential = _sequential(address, pool, request["gets"], request["rounds"])
     pool.close()
     pymemcache.close()
-    return {**micro, **sequential}
+    contended = _contended(factory, request["greenlets"], loops, repeats)
+    return {**micro, **sequential, "contended_us": contended}
+
+
+def _contended(
+    factory: Callable[[], Client], greenlets: int, loops: int, repeats: int
+) -> dict[str, float]:
+    """µs per pass when *greenlets* greenlets share 16 slots, each holding its slot
+    across one ``gevent.sleep(0)`` (nothing sent): what waiting costs, apart from
+    the network. Medians of *repeats*, *loops* passes in all."""
+    pool: ClientPool[Client] = ClientPool(factory, 16)
+    endless: ClientPool[Client] = ClientPool(factory, 16, timeout=math.inf)
+    semaphore = gevent.lock.Semaphore(16)
+    each = max(1, loops // greenlets // 10)
+
+    def bare() -> None:
+        gevent.sleep(0)
+
+    def reserved() -> None:
+        with pool.reserve():
+            gevent.sleep(0)
+
+    def reserved_endless() -> None:
+        with endless.reserve():
+            gevent.sleep(0)
+
+    def semaphored() -> None:
+        with semaphore:
+            gevent.sleep(0)
+
+    def per_pass(body: Callable[[], None]) -> float:
+        def work() -> None:
+            for _ in range(each):
+                body()
+
+        started = time.perf_counter()
+        gevent.joinall([gevent.spawn(work) for _ in range(greenlets)], timeout=60)
+        return (time.perf_counter() - started) / (greenlets * each) * 1e6
+
+    bodies = {
+        "gevent.sleep(0) alone": bare,
+        "ClientPool(16), default timeout": reserved,
+        "ClientPool(16), timeout=math.inf": reserved_endless,
+        "gevent Semaphore(16)": semaphored,
+    }
+    result = {
+        name: statistics.median(per_pass(b) for _ in range(repeats)) for name, b in bodies.items()
+    }
+    pool.close()
+    endless.close()
+    return result
 
 
 def _sequential(

@@ -70,7 +70,7 @@ FULL = Plan(
     wsgi_connections=200,
     scale=1.0,
     loops=200_000,
-    gets=2_000,
+    gets=1_000,
     profile=True,
 )
 QUICK = Plan(

@@ -106,7 +106,8 @@ def run(plan: Plan) -> dict[str, Any]:
                 "loops": plan.loops,
                 "repeats": 5,
                 "gets": plan.gets,
-                "rounds": max(plan.rounds, 3),
+                "greenlets": max(2, round(500 * plan.scale)),
+                "rounds": 2 * plan.rounds,
             }
             results["overhead"] = workers["gevent"].call(overhead, timeout=300)
         results["workloads"] = [
