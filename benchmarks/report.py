@@ -72,7 +72,8 @@ def describe_machine(results: Results) -> str:
     return (
         f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}, {m['memcached']} (2 threads), {packages}; load average "
-        f"{m['load_at_start'][0]} at the start, {m['date']}"
+        f"{m['load_at_start'][0]} at the start and {results.get('load_at_end', '?')} at the "
+        f"end (1 minute), {m['date']}"
     )
 
 
@@ -116,7 +117,7 @@ def overhead_rows(results: Results) -> list[list[str]]:
     ]
     floor = o["contended_us"]["gevent.sleep(0) alone"]
     for name, us in o["contended_us"].items():
-        extra = "" if us is floor else f" (+{us - floor:.2f})"
+        extra = "" if us is floor else f" ({us - floor:+.2f})"
         rows.append([f"contended, 500 greenlets, 16 slots: {name}", f"{us:.2f} µs{extra}"])
     for name, us in o["sequential_us"].items():
         ratio = o["sequential_ratio"][name]
@@ -231,7 +232,7 @@ def markdown(results: Results) -> str:
             "## The pool alone",
             "µs per pass, medians of 5. Nothing is sent to memcached except in the sequential "
             "rows. Contended rows: 500 greenlets share 16 slots, each holding one across a "
-            "gevent.sleep(0); (+n) is the cost over the bare sleep(0).",
+            "gevent.sleep(0); (+n) is what each adds to the bare sleep(0).",
             markdown_table(["measure", "time"], overhead_rows(results)),
         ]
     parts += [

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = run(plan)
     results["wall_seconds"] = time.monotonic() - started
+    results["load_at_end"] = round(os.getloadavg()[0], 2)
     report.write(results, out)
     print(report.markdown(results), flush=True)
     if full and not args.no_readme:
