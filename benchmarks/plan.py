@@ -9,7 +9,7 @@ from benchmarks import asyncio_side, gevent_side
 GEVENT = tuple(gevent_side.CONTENDERS)
 ASYNCIO = tuple(asyncio_side.CONTENDERS)
 EVERYONE = GEVENT + ASYNCIO
-#: At 5,000 greenlets: where the connections go, and the pool sizes that matter.
+#: At 5,000 greenlets the question is where the connections go: one pool size will do.
 CROWD = (
     "ClientPool(16)",
     "GreenletMappedPool(16)",

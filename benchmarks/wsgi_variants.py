@@ -9,9 +9,9 @@
 with only :meth:`KeyValueApp.pool` replaced: ``per-request`` opens a pymemcache
 ``Client`` for each request's ``with pool.reserve() as mc:`` block and closes
 it after; ``pymemcache`` lends every block one shared, unbounded pymemcache
-``PooledClient`` (bounded, it raises under this load). Importing the example
-monkey-patches this process, as running the example does; the pymemcache
-clients are given gevent sockets and greenpool's timeouts, as in
+``PooledClient`` (bounded, it raises under this load). The process is
+monkey-patched first, as the example patches the process that runs it; the
+pymemcache clients get gevent sockets and greenpool's timeouts, as in
 :mod:`benchmarks.gevent_side`.
 """
 
