@@ -1,7 +1,7 @@
 """The orchestrator: memcached, the workers, alternating rounds, the numbers.
 
-It never imports gevent's monkey-patching or runs an event loop: contenders
-run in worker processes (:mod:`benchmarks.workers`), and this process samples
+It never monkey-patches nor runs an event loop: contenders run in worker
+processes (:mod:`benchmarks.workers`), and this process samples
 memcached's own counters while they do.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import benchmarks
 from benchmarks import report, servers, wsgi_load
 from benchmarks.plan import ASYNCIO, FULL, PARTS, QUICK, WORKLOADS, Plan, Workload
 from benchmarks.workers import Reply, Worker
@@ -30,7 +31,11 @@ WSGI_BASELINE = "pymemcache"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=benchmarks.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     parser.add_argument("--rounds", type=int, help="alternating rounds (5 in a full run)")
     parser.add_argument("--seconds", type=float, help="window of each concurrency round")
