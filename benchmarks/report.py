@@ -230,9 +230,11 @@ def markdown(results: Results) -> str:
     if "overhead" in results:
         parts += [
             "## The pool alone",
-            "µs per pass, medians of 5. Nothing is sent to memcached except in the sequential "
-            "rows. Contended rows: 500 greenlets share 16 slots, each holding one across a "
-            "gevent.sleep(0); (+n) is what each adds to the bare sleep(0).",
+            "µs per pass, the best of 5 (as timeit advises: other work on the machine only "
+            "ever adds time). Nothing is sent to memcached except in the sequential rows, "
+            "which are medians of alternating rounds. Contended rows: 500 greenlets share "
+            "16 slots, each holding one across a gevent.sleep(0); (+n) is what each adds to "
+            "the bare sleep(0).",
             markdown_table(["measure", "time"], overhead_rows(results)),
         ]
     parts += [
