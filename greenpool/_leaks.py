@@ -21,17 +21,21 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class LeakWatch:
-    """Starts and stops the leak timers of one pool, and counts its warnings."""
+    """Starts and stops the leak timers of one pool, and counts its warnings.
 
-    def __init__(self, pool_name: str) -> None:
+    *seconds* is the pool's ``leak_warning_after``.
+    """
+
+    def __init__(self, pool_name: str, seconds: float) -> None:
         self.pool_name = pool_name
+        self.seconds = seconds
         self.warnings = 0
 
-    def watch(self, entry: Any, seconds: Any) -> None:
+    def watch(self, entry: Any) -> None:
         """Start *entry*'s timer, remembering where it is being reserved."""
         stack = [f for f in traceback.extract_stack() if not f.filename.startswith(_PACKAGE)]
-        timer = get_hub().loop.timer(seconds)
-        timer.start(self._warn, seconds, stack)
+        timer = get_hub().loop.timer(self.seconds)
+        timer.start(self._warn, stack)
         entry.leak = timer
 
     @staticmethod
@@ -39,14 +43,14 @@ class LeakWatch:
         entry.leak.close()
         entry.leak = None
 
-    def _warn(self, seconds: float, stack: traceback.StackSummary) -> None:
+    def _warn(self, stack: traceback.StackSummary) -> None:
         try:
             self.warnings += 1
             log.warning(
                 "pool %r: a client has been reserved for over %ss and not returned; "
                 "it was reserved at:\n%s",
                 self.pool_name,
-                seconds,
+                self.seconds,
                 "".join(traceback.format_list(stack)).rstrip(),
             )
         except Exception:  # pragma: no cover - logging itself failed; never raise in the hub

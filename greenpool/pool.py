@@ -154,7 +154,6 @@ class ClientPool(Generic[C]):
         if check is not None and self._check_after is None:
             self._check_after = 0.0
         self._check: Callable[[C], object] = check or _version
-        self._leak_after = _optional_seconds("leak_warning_after", leak_warning_after)
         self._max_waiting = (
             None if max_waiting is None else check_size("max_waiting", max_waiting, minimum=0)
         )
@@ -170,13 +169,13 @@ class ClientPool(Generic[C]):
         self._epoch = _fork.epoch
         self._generation = 0
         self._in_use = 0
-        self._size = 0
         self._created = 0
         self._discards = dict.fromkeys(DISCARD_REASONS, 0)
         self._reconnects = self._connection_errors = 0
         self._reserves = self._waits = self._timeouts = self._overloaded = 0
         self._wait_s = self._usage_s = 0.0
-        self._leaks = _leaks.LeakWatch(self.name) if self._leak_after is not None else None
+        leak_after = _optional_seconds("leak_warning_after", leak_warning_after)
+        self._leaks = None if leak_after is None else _leaks.LeakWatch(self.name, leak_after)
         _fork.pools.add(self)
 
     @property
@@ -192,7 +191,7 @@ class ClientPool(Generic[C]):
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.name!r} maxsize={self._maxsize} "
-            f"size={self._size} in_use={self._in_use}>"
+            f"size={self._live()} in_use={self._in_use}>"
         )
 
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Reservation[C]:
@@ -238,12 +237,13 @@ class ClientPool(Generic[C]):
         if n_slots > free:
             raise ValueError(
                 f"n_slots={n_slots} exceeds the {free} clients pool {self.name!r} may "
-                f"still create (maxsize={self._maxsize}, size={self._size})"
+                f"still create (maxsize={self._maxsize}, size={self._live()})"
             )
         make: Callable[[], C] = self._factory if client is None else cloner(client)
         for _ in range(n_slots):
-            entry = self._new_entry(make, _monotonic())
-            entry.since = _monotonic()
+            now = _monotonic()
+            entry = self._new_entry(make, now)
+            entry.since = now
             self._slots.popleft()  # a placeholder: they sit on the left
             self._slots.append(entry)
 
@@ -312,7 +312,7 @@ class ClientPool(Generic[C]):
         discards = self._discards
         return PoolStats(
             maxsize=self._maxsize,
-            size=self._size,
+            size=self._live(),
             idle=len(self._slots) - self._slots.count(None),
             in_use=self._in_use,
             waiting=len(self._waiters),
@@ -354,7 +354,7 @@ class ClientPool(Generic[C]):
         self._reserves += 1
         entry.since = now
         if self._leaks is not None:
-            self._leaks.watch(entry, self._leak_after)
+            self._leaks.watch(entry)
         return entry
 
     def _prepare(self, entry: Optional[Entry[C]], now: float) -> Entry[C]:
@@ -413,7 +413,6 @@ class ClientPool(Generic[C]):
         expires = math.inf
         if self._max_lifetime is not None:
             expires = now + self._max_lifetime * random.uniform(0.95, 1.0)
-        self._size += 1
         self._created += 1
         return Entry(client, _fork.epoch, self._generation, expires)
 
@@ -476,8 +475,11 @@ class ClientPool(Generic[C]):
             else:
                 self._slots.append(slot)
 
+    def _live(self) -> int:
+        """The clients that exist now: every one created and not yet discarded."""
+        return self._created - sum(self._discards.values())
+
     def _discard(self, entry: Entry[C], reason: str) -> None:
-        self._size -= 1
         self._discards[reason] += 1
         _close_quietly(entry.client, self.name)
 
@@ -543,8 +545,8 @@ class ClientPool(Generic[C]):
     def _after_fork(self) -> None:
         """Forget the parent's clients: they share sockets with the parent."""
         parents = [entry for entry in self._slots if entry is not None]
-        self._discards["fork"] += self._size
-        self._size = self._in_use = self._excess = 0
+        self._discards["fork"] += self._live()  # so the parent's clients count out of size
+        self._in_use = self._excess = 0
         self._slots = deque([None] * self._maxsize)
         self._thread = None
         self._epoch = _fork.epoch
