@@ -48,12 +48,10 @@ class MappedStats(PoolStats):
 class _Mapping(Generic[C]):
     """One greenlet's client, and what that greenlet's reserve blocks did with it."""
 
-    __slots__ = ("broken", "client", "depth", "entry", "epoch", "gone")
+    __slots__ = ("broken", "depth", "entry", "gone")
 
     def __init__(self, entry: Entry[C]) -> None:
-        self.entry = entry  # the pool's record of the client
-        self.client = entry.client
-        self.epoch = entry.epoch  # the process generation the client was made in
+        self.entry = entry  # the pool's record of the client, and its process generation
         self.depth = 0  # reserve blocks of the greenlet open now
         self.broken: type[BaseException] | None = None  # what interrupted a block
         self.gone: weakref.ref[Any] | None = None  # a raw greenlet's death hook
@@ -77,11 +75,11 @@ class MappedReservation(Generic[C]):
     def __enter__(self) -> C:
         mapped = self._mapped
         mapping = mapped._mappings.get(id(getcurrent()))
-        if mapping is None or mapping.epoch != _fork.epoch or mapped._pool._closed:
+        if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool._closed:
             mapping = mapped._map(self._timeout)
         mapping.depth += 1
         self._mapping = mapping
-        return mapping.client
+        return mapping.entry.client
 
     def __exit__(
         self,
@@ -97,8 +95,8 @@ class MappedReservation(Generic[C]):
                 # An outer block of this greenlet still holds the client. Drop the
                 # connection now, so that block's next command reconnects instead
                 # of reading the interrupted reply; discard it when that block ends.
-                _close_quietly(mapping.client, self._mapped._pool.name)
-        if not mapping.depth and (mapping.broken is not None or mapping.epoch != _fork.epoch):
+                _close_quietly(mapping.entry.client, self._mapped._pool.name)
+        if not mapping.depth and (mapping.broken is not None or mapping.entry.epoch != _fork.epoch):
             self._mapped._release(mapping)
 
 
@@ -251,7 +249,7 @@ class GreenletMappedPool(Generic[C]):
         try:
             hub.loop.run_callback_threadsafe(self._give_back, mapping)
         except Exception:  # the hub is gone, and with it the pool's thread
-            log.debug("pool %r: cannot hand back %r", self._pool.name, mapping.client)
+            log.debug("pool %r: cannot hand back %r", self._pool.name, mapping.entry.client)
 
     def _give_back(self, mapping: _Mapping[C]) -> None:
         """Hand an ended greenlet's client back, from the hub. Never raises."""
@@ -261,7 +259,7 @@ class GreenletMappedPool(Generic[C]):
         try:
             self._pool._put(mapping.entry, broken)
         except Exception:
-            log.exception("pool %r: handing back %r failed", self._pool.name, mapping.client)
+            log.exception("pool %r: handing back %r failed", self._pool.name, mapping.entry.client)
 
     def _after_fork(self) -> None:
         """Forget the parent's greenlets: their clients share sockets with the parent.
