@@ -6,12 +6,14 @@ children never share their parent's connections. ``ClientPool`` lends clients
 for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
-lent for it.
+lent for it; ``AutoBatcher`` sends the gets of concurrent greenlets as one
+multi-key get.
 """
 
 import logging
 
-from greenpool.client import PooledClient
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
+from greenpool.client import PooledClient, PooledClientStats
 from greenpool.cluster import HashClient
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import CLIENT_DEFAULTS, client_factory
@@ -27,8 +29,12 @@ logging.getLogger("greenpool").addHandler(logging.NullHandler())
 
 __all__ = [
     "CLIENT_DEFAULTS",
+    "DEFAULT_AUTOBATCH",
     "DEFAULT_MAXSIZE",
+    "DEFAULT_MAX_KEYS",
     "DEFAULT_TIMEOUT",
+    "AutoBatcher",
+    "BatchStats",
     "ClientPool",
     "GreenletMappedPool",
     "HashClient",
@@ -39,6 +45,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PooledClient",
+    "PooledClientStats",
     "Reservation",
     "__version__",
     "client_factory",

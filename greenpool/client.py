@@ -16,12 +16,13 @@ from typing import Any
 from pymemcache.client.base import Client, check_key_helper
 
 from greenpool._checks import check_seconds, check_size
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
 from greenpool.stats import PoolStats
 
-__all__ = ["PooledClient"]
+__all__ = ["PooledClient", "PooledClientStats"]
 
 # ClientPool arguments that PooledClient sets from its own parameters.
 _OWN_POOL_ARGUMENTS = {"factory": "server", "maxsize": "max_pool_size", "timeout": "pool_timeout"}
@@ -38,17 +39,24 @@ def _command(method: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _read_command(method: Callable[..., Any], miss: Callable[..., Any]) -> Callable[..., Any]:
+def _read_command(
+    method: Callable[..., Any], miss: Callable[..., Any], batched: bool = False
+) -> Callable[..., Any]:
     """Like :func:`_command`, but with *ignore_exc* any error returns ``miss(*args)``.
 
     These are the five commands pymemcache's ``PooledClient`` treats so: get,
     gets, get_many, gets_many and stats. A full pool (:class:`~greenpool.PoolTimeout`)
-    counts as an error; using the pool from a wrong thread does not.
+    counts as an error; using the pool from a wrong thread does not. The
+    *batched* ones go through the client's :class:`~greenpool.AutoBatcher`
+    when it has one.
     """
+    name = method.__name__
 
     @functools.wraps(method)
     def command(self: PooledClient, *args: Any, **kwargs: Any) -> Any:
         try:
+            if batched and self.batcher is not None:
+                return getattr(self.batcher, name)(*args, **kwargs)
             with self.pool.reserve() as client:
                 return method(client, *args, **kwargs)
         except Exception as exc:
@@ -73,6 +81,14 @@ def _nothing(*args: Any, **kwargs: Any) -> dict[Any, Any]:
     return {}
 
 
+_NO_BATCHES = BatchStats(batches=0, batch_commands=0, keys_asked=0, keys_sent=0, keys_per_batch=0.0)
+
+
+class PooledClientStats(PoolStats, BatchStats):
+    """What :meth:`PooledClient.pool_stats` returns: the pool's stats and the
+    batcher's (zeros without autobatching); README.rst documents each key."""
+
+
 class PooledClient:
     """A drop-in for pymemcache's ``PooledClient`` that waits instead of failing.
 
@@ -94,7 +110,10 @@ class PooledClient:
     is accepted and not
     needed: the pool belongs to one gevent hub and takes no lock.
     *pool_options* are more :class:`~greenpool.ClientPool` keyword arguments,
-    such as ``name``.
+    such as ``name``. *autobatch* sends get, gets, get_many and gets_many
+    through an :class:`~greenpool.AutoBatcher` (``self.batcher``): the gets
+    of concurrent greenlets go out together, in commands of at most
+    *autobatch_max_keys* keys.
 
     >>> mc = PooledClient(memcached_address, max_pool_size=4)
     >>> mc.set("pooled", "yes")
@@ -129,6 +148,8 @@ class PooledClient:
         lock_generator: Callable[[], Any] | None = None,
         ignore_exc: bool = False,
         pool_options: Mapping[str, Any] | None = None,
+        autobatch: bool = DEFAULT_AUTOBATCH,
+        autobatch_max_keys: int = DEFAULT_MAX_KEYS,
         **client_options: Any,
     ) -> None:
         size = DEFAULT_MAXSIZE if max_pool_size is None else max_pool_size
@@ -140,6 +161,9 @@ class PooledClient:
                 f"lock_generator must be None or a callable (and is not needed), "
                 f"not {type(lock_generator).__name__}"
             )
+        if not isinstance(autobatch, bool):
+            raise TypeError(f"autobatch must be a bool, not {type(autobatch).__name__}")
+        check_size("autobatch_max_keys", autobatch_max_keys)
         options = dict(pool_options or {})
         for taken, instead in _OWN_POOL_ARGUMENTS.items():
             if taken in options:
@@ -158,13 +182,23 @@ class PooledClient:
         self.pool: ClientPool[Client] = ClientPool(
             factory, self.max_pool_size, timeout=self.pool_timeout, **options
         )
+        self.batcher: AutoBatcher | None = None
+        if autobatch:
+            self.batcher = AutoBatcher(
+                self.pool,
+                max_keys=autobatch_max_keys,
+                key_prefix=self.key_prefix,
+                allow_unicode_keys=self.allow_unicode_keys,
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"
 
-    def pool_stats(self) -> PoolStats:
-        """Return the pool's gauges and counters (``stats()`` is memcached's)."""
-        return self.pool.stats()
+    def pool_stats(self) -> PooledClientStats:
+        """Return the pool's gauges and counters and the batcher's counters
+        (``stats()`` is memcached's)."""
+        batching = _NO_BATCHES if self.batcher is None else self.batcher.stats()
+        return PooledClientStats(**self.pool.stats(), **batching)
 
     def check_key(self, key: Any) -> bytes:
         """Check *key* and return it encoded, with the key prefix (as pymemcache does)."""
@@ -191,10 +225,10 @@ class PooledClient:
     append = _command(Client.append)
     prepend = _command(Client.prepend)
     cas = _command(Client.cas)
-    get = _read_command(Client.get, _default)
-    get_many = get_multi = _read_command(Client.get_many, _nothing)
-    gets = _read_command(Client.gets, _defaults)
-    gets_many = _read_command(Client.gets_many, _nothing)
+    get = _read_command(Client.get, _default, batched=True)
+    get_many = get_multi = _read_command(Client.get_many, _nothing, batched=True)
+    gets = _read_command(Client.gets, _defaults, batched=True)
+    gets_many = _read_command(Client.gets_many, _nothing, batched=True)
     delete = _command(Client.delete)
     delete_many = delete_multi = _command(Client.delete_many)
     incr = _command(Client.incr)

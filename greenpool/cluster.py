@@ -8,6 +8,7 @@ from typing import Any
 
 from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
 from greenpool.client import PooledClient
 from greenpool.factory import CLIENT_DEFAULTS
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT
@@ -22,8 +23,9 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
     options (``ignore_exc``, ``retry_attempts``, ``retry_timeout``,
     ``dead_timeout``) unchanged. Each server gets its own pool of at most
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
-    *pool_idle_timeout*, *lock_generator* and *pool_options* mean what they
-    mean for :class:`~greenpool.PooledClient`. Client options default to
+    *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
+    *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
+    with *autobatch*, each server batches the gets sent to it. Client options default to
     :data:`~greenpool.CLIENT_DEFAULTS` rather than pymemcache's (which wait
     forever and, unpatched, block the hub). *use_pooling* is accepted for
     compatibility and ignored: every server is pooled.
@@ -45,6 +47,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         lock_generator: Callable[[], Any] | None = None,
         use_pooling: bool = True,
         pool_options: Mapping[str, Any] | None = None,
+        autobatch: bool = DEFAULT_AUTOBATCH,
+        autobatch_max_keys: int = DEFAULT_MAX_KEYS,
         **options: Any,
     ) -> None:
         # pymemcache's add_server builds self.client_class(server, **default_kwargs)
@@ -56,5 +60,7 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
             pool_idle_timeout=pool_idle_timeout,
             lock_generator=lock_generator,
             pool_options=pool_options,
+            autobatch=autobatch,
+            autobatch_max_keys=autobatch_max_keys,
         )
         super().__init__(servers, use_pooling=False, **{**CLIENT_DEFAULTS, **options})

@@ -1,0 +1,429 @@
+"""AutoBatcher: the gets of many greenlets in one hub loop iteration, sent as one multi-key get.
+
+The pattern is graphql's DataLoader (and emcache's autobatching): a caller's
+keys join the *pending* batch, and the first key of a batch schedules a hub
+callback, :meth:`AutoBatcher._flush`, which runs once the greenlets that the
+hub is running in this loop iteration have asked for theirs. The flush takes
+each key once, splits the keys into chunks of at most *max_keys*, and spawns a
+greenlet per chunk that reserves a pooled client like any other reservation
+(waiting in turn when none is free), sends one ``get``, and wakes the chunk's
+callers with their results, in one hub callback per chunk::
+
+    get(key) -> check the key (a bad one raises here, in its own caller)
+             -> alone? nothing pending, nothing in flight: the plain call, now
+             -> join the pending batch; its first key schedules _flush; wait
+    _flush (hub) -> dedup, chunks of max_keys -> a greenlet per chunk (_fetch)
+    _fetch -> pool.reserve() -> client.get_many(chunk) -> _wake its callers (hub)
+
+Callers never touch a socket while they wait, so a caller's ``gevent.Timeout``
+or kill withdraws only its own interest: the chunk goes on, and its client is
+put back, or discarded, by the reservation exactly as any other. A chunk's
+error (a socket timeout, a server gone, :class:`~greenpool.PoolTimeout`, a
+closed pool) reaches that chunk's callers and no one else. Values come back
+raw and each caller decodes its own with the client's serde, so two callers
+of one key never share a mutable object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Optional, TypedDict
+
+from gevent import get_hub, spawn_raw
+from gevent.hub import Waiter
+from gevent.monkey import get_original
+from pymemcache.client.base import check_key_helper
+
+from greenpool import _fork
+from greenpool._checks import check_size
+from greenpool.errors import PoolError
+from greenpool.pool import ClientPool
+
+__all__ = ["DEFAULT_AUTOBATCH", "DEFAULT_MAX_KEYS", "AutoBatcher", "BatchStats"]
+
+#: Whether PooledClient and HashClient batch their gets unless told.
+DEFAULT_AUTOBATCH = False
+#: Default *max_keys*: the most keys in one ``get`` command (README.rst, "Autobatching").
+DEFAULT_MAX_KEYS = 32
+
+_thread_ident = get_original("_thread", "get_ident")
+
+
+class BatchStats(TypedDict):
+    """What :meth:`AutoBatcher.stats` returns; README.rst documents each key."""
+
+    batches: int
+    batch_commands: int
+    keys_asked: int
+    keys_sent: int
+    keys_per_batch: float
+
+
+class _Raw:
+    """A serde that leaves values as memcached sent them, for the caller to decode."""
+
+    @staticmethod
+    def serialize(key: Any, value: Any) -> tuple[Any, int]:  # never called by a get
+        raise TypeError("AutoBatcher clients only read")
+
+    @staticmethod
+    def deserialize(key: Any, value: bytes, flags: int) -> tuple[bytes, int]:
+        return value, flags
+
+
+_RAW = _Raw()
+
+
+class _Call:
+    """One caller's wait: how many of its keys are still unanswered, and its error."""
+
+    __slots__ = ("done", "error", "left", "waiter")
+
+    def __init__(self, waiter: Waiter, left: int) -> None:
+        self.waiter = waiter
+        self.left = left
+        self.done = False  # woken, or withdrawn by an interruption
+        self.error: Optional[BaseException] = None
+
+
+class _Key:
+    """A key of the pending batch, asked for by one or more callers."""
+
+    __slots__ = ("calls", "cas", "item", "key", "serde")
+
+    def __init__(self, key: Any, cas: bool, call: _Call) -> None:
+        self.key = key  # the first caller's: what the chunk's get_many is given
+        self.cas = cas  # a gets asked for it: the chunk sends gets
+        self.calls = [call]
+        self.item: Any = None  # (value, flags) or ((value, flags), cas); None: a miss
+        self.serde: Any = None
+
+
+class AutoBatcher:
+    """Batch the gets of concurrent greenlets into multi-key gets on *pool*'s clients.
+
+    *pool* is a :class:`~greenpool.ClientPool` of pymemcache clients.
+    :meth:`get`, :meth:`gets`, :meth:`get_many` and :meth:`gets_many` take
+    pymemcache's arguments and return or raise exactly what the same call on
+    one of the pool's clients would. The gets asked for in one hub loop
+    iteration go out together, each key once, in commands of at most
+    *max_keys* keys that run in parallel, each on a client reserved from *pool*
+    (waiting up to the pool's *timeout*, in turn). A get that finds nothing
+    pending and nothing in flight is sent at once, as the plain call would be.
+    *key_prefix* and *allow_unicode_keys* must be the clients' own: keys are
+    checked with them before they join a batch.
+
+    >>> import gevent
+    >>> pool = ClientPool(client_factory(memcached_address), maxsize=4)
+    >>> batcher = AutoBatcher(pool)
+    >>> with pool.reserve() as mc:
+    ...     mc.set_many({"b1": "one", "b2": "two"}, noreply=False)
+    []
+    >>> jobs = [gevent.spawn(batcher.get, key) for key in ("b1", "b2", "b1", "nope")]
+    >>> [job.get() for job in jobs]
+    [b'one', b'two', b'one', None]
+    >>> batcher.get_many(["b1", "b2", "nope"])
+    {'b1': b'one', 'b2': b'two'}
+    >>> batcher.stats()["keys_asked"]
+    7
+
+    It belongs to the OS thread that first uses it, as the pool does, and
+    after a fork the child starts with nothing pending.
+    """
+
+    def __init__(
+        self,
+        pool: ClientPool[Any],
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        key_prefix: bytes | str = b"",
+        allow_unicode_keys: bool = False,
+    ) -> None:
+        if not isinstance(pool, ClientPool):
+            raise TypeError(f"pool must be a greenpool ClientPool, not {type(pool).__name__}")
+        if isinstance(key_prefix, str):
+            key_prefix = key_prefix.encode("ascii")
+        if not isinstance(key_prefix, bytes):
+            raise TypeError(f"key_prefix must be bytes or str, not {type(key_prefix).__name__}")
+        if not isinstance(allow_unicode_keys, bool):
+            raise TypeError(
+                f"allow_unicode_keys must be a bool, not {type(allow_unicode_keys).__name__}"
+            )
+        self.pool = pool
+        self.max_keys = check_size("max_keys", max_keys)
+        self.key_prefix = key_prefix
+        self.allow_unicode_keys = allow_unicode_keys
+        self._pending: dict[bytes, _Key] = {}
+        self._cas = False  # a gets is pending
+        self._running = 0  # plain calls, chunks and callers still to wake
+        self._thread: Optional[int] = None
+        self._epoch = _fork.epoch
+        self._hub: Any = None
+        self._batches = self._commands = self._asked = self._sent = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.pool!r} max_keys={self.max_keys}>"
+
+    def stats(self) -> BatchStats:
+        """Return the batcher's counters (README.rst, "Autobatching")."""
+        return BatchStats(
+            batches=self._batches,
+            batch_commands=self._commands,
+            keys_asked=self._asked,
+            keys_sent=self._sent,
+            keys_per_batch=self._sent / self._batches if self._batches else 0.0,
+        )
+
+    # -- the callers' side -------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """pymemcache's ``Client.get``, in a batch with the other greenlets' gets."""
+        if self._thread != _thread_ident() or self._epoch != _fork.epoch:
+            self._adopt()
+        self._asked += 1
+        if not self._running and not self._pending:
+            epoch = self._alone(1)
+            try:
+                with self.pool.reserve() as client:
+                    return client.get(key, default)
+            finally:
+                self._done_alone(epoch)
+        call = _Call(Waiter(self._hub), 1)
+        entry = self._join(self._check(key), key, call, False)
+        self._wait(call)
+        item = entry.item
+        if item is None:
+            return default
+        value, flags = item[0] if entry.cas else item
+        return entry.serde.deserialize(key, value, flags)
+
+    def gets(self, key: Any, default: Any = None, cas_default: Any = None) -> tuple[Any, Any]:
+        """pymemcache's ``Client.gets``, in a batch with the other greenlets' gets."""
+        if self._thread != _thread_ident() or self._epoch != _fork.epoch:
+            self._adopt()
+        self._asked += 1
+        if not self._running and not self._pending:
+            epoch = self._alone(1)
+            try:
+                with self.pool.reserve() as client:
+                    return client.gets(key, default, cas_default)  # type: ignore[no-any-return]
+            finally:
+                self._done_alone(epoch)
+        call = _Call(Waiter(self._hub), 1)
+        entry = self._join(self._check(key), key, call, True)
+        self._wait(call)
+        if entry.item is None:
+            return default, cas_default
+        (value, flags), cas = entry.item
+        return entry.serde.deserialize(key, value, flags), cas
+
+    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        """pymemcache's ``Client.get_many``: its keys join the batch."""
+        return self._many(keys, False)
+
+    get_multi = get_many
+
+    def gets_many(self, keys: Iterable[Any]) -> dict[Any, tuple[Any, Any]]:
+        """pymemcache's ``Client.gets_many``: its keys join the batch."""
+        return self._many(keys, True)
+
+    def _many(self, keys: Iterable[Any], cas: bool) -> dict[Any, Any]:
+        if self._thread != _thread_ident() or self._epoch != _fork.epoch:
+            self._adopt()
+        if not keys:
+            return {}
+        keys = list(keys)  # iterated twice, as pymemcache does, so no generator
+        self._asked += len(keys)
+        if not self._running and not self._pending:
+            epoch = self._alone(len(keys))  # pymemcache sends a repeated key again
+            try:
+                with self.pool.reserve() as client:
+                    return client.gets_many(keys) if cas else client.get_many(keys)  # type: ignore[no-any-return]
+            finally:
+                self._done_alone(epoch)
+        wires = [self._check(key) for key in keys]  # all checked before any joins
+        # As pymemcache's _fetch_cmd: one entry per distinct key, named by its last spelling.
+        named = dict(zip(wires, keys, strict=True))
+        call = _Call(Waiter(self._hub), len(named))
+        joined = [(key, self._join(wire, key, call, cas)) for wire, key in named.items()]
+        self._wait(call)
+        found = {}
+        for key, entry in joined:
+            item = entry.item
+            if item is None:
+                continue
+            (value, flags), token = item if entry.cas else (item, None)
+            value = entry.serde.deserialize(key, value, flags)
+            found[key] = (value, token) if cas else value
+        return found
+
+    def _check(self, key: Any) -> bytes:
+        """The key as sent (pymemcache's check, with the clients' prefix), or raise
+        MemcacheIllegalInputError in the caller, before the key joins anything."""
+        return check_key_helper(key, self.allow_unicode_keys, self.key_prefix)  # type: ignore[no-any-return]
+
+    def _join(self, wire: bytes, key: Any, call: _Call, cas: bool) -> _Key:
+        pending = self._pending
+        entry = pending.get(wire)
+        if entry is None:
+            if not pending:
+                self._hub.loop.run_callback(self._flush)
+            entry = pending[wire] = _Key(key, cas, call)
+        else:
+            entry.calls.append(call)
+            if cas:
+                entry.cas = True
+        if cas:
+            self._cas = True
+        return entry
+
+    @staticmethod
+    def _wait(call: _Call) -> None:
+        try:
+            while not call.done:
+                call.waiter.get()
+        except BaseException:  # a Timeout or kill of the caller's: withdraw, nothing else
+            call.done = True
+            raise
+        if call.error is not None:
+            raise call.error
+
+    def _alone(self, keys: int) -> int:
+        """Count a plain call, made by a caller with no one to batch with, as a
+        batch of its own, running until :meth:`_done_alone`; return the epoch."""
+        self._running += 1
+        self._batches += 1
+        self._commands += 1
+        self._sent += keys
+        return self._epoch
+
+    def _done_alone(self, epoch: int) -> None:
+        if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running
+            self._running -= 1
+
+    # -- the hub's side and the chunks' ------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send the pending batch (a hub callback): each key once, in chunks that
+        run in parallel, gets apart from gets (whose keys carry cas)."""
+        if self._epoch != _fork.epoch:
+            self._adopt()  # the child: pending keys were the parent's, failed there
+            return
+        pending, self._pending = self._pending, {}
+        entries = list(pending.values())
+        groups = [(entries, False)]
+        if self._cas:
+            self._cas = False
+            groups = [
+                ([e for e in entries if not e.cas], False),
+                ([e for e in entries if e.cas], True),
+            ]
+        self._batches += 1
+        self._sent += len(entries)
+        for group, cas in groups:
+            if not group:
+                continue
+            chunks = math.ceil(len(group) / self.max_keys)
+            size = math.ceil(len(group) / chunks)  # even chunks: none lags behind the others
+            for start in range(0, len(group), size):
+                self._running += 1
+                self._commands += 1
+                spawn_raw(self._fetch, group[start : start + size], cas)
+
+    def _fetch(self, chunk: list[_Key], cas: bool) -> None:
+        """One chunk, in a greenlet of its own: reserve, get, wake its callers."""
+        epoch = _fork.epoch
+        interrupted: Optional[BaseException] = None
+        error: Optional[BaseException] = None
+        found: dict[Any, Any] = {}
+        serde = None
+        try:
+            with self.pool.reserve() as client:
+                found, serde = self._get_many(client, [entry.key for entry in chunk], cas)
+        except Exception as exc:
+            error = exc
+        except BaseException as exc:  # killed: no caller may see a GreenletExit
+            interrupted = exc
+            error = PoolError(f"a batch of pool {self.pool.name!r} was interrupted: {exc!r}")
+        if epoch != _fork.epoch:
+            error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
+        ready = []
+        for entry in chunk:
+            if error is None:
+                entry.item = found.get(entry.key)
+                entry.serde = serde
+            for call in entry.calls:
+                if error is None:
+                    call.left -= 1
+                    if call.left or call.done:
+                        continue
+                elif call.done:
+                    continue
+                else:
+                    call.error = error
+                call.done = True
+                ready.append(call.waiter)
+        self._hub.loop.run_callback(self._wake, ready, epoch)
+        if interrupted is not None:
+            raise interrupted
+
+    def _get_many(self, client: Any, keys: list[Any], cas: bool) -> tuple[dict[Any, Any], Any]:
+        """Raw values of *keys* from *client*, and the serde that decodes them."""
+        if (
+            client.key_prefix != self.key_prefix
+            or client.allow_unicode_keys != self.allow_unicode_keys
+        ):
+            raise ValueError(
+                f"the clients of pool {self.pool.name!r} have key_prefix={client.key_prefix!r} "
+                f"and allow_unicode_keys={client.allow_unicode_keys}; the AutoBatcher was given "
+                f"key_prefix={self.key_prefix!r} and allow_unicode_keys={self.allow_unicode_keys}"
+            )
+        serde = client.serde
+        client.serde = _RAW
+        try:
+            found = client.gets_many(keys) if cas else client.get_many(keys)
+        finally:
+            client.serde = serde
+        return found, serde
+
+    def _wake(self, waiters: list[Waiter], epoch: int) -> None:
+        """Wake a chunk's callers (a hub callback). Each one woken sees the callers
+        still to wake as running, so it batches with them rather than go alone."""
+        if epoch == _fork.epoch:
+            self._running += len(waiters) - 1
+        for waiter in waiters:
+            if epoch == _fork.epoch:
+                self._running -= 1
+            waiter.switch(None)
+
+    # -- owner: thread and process ---------------------------------------------------------
+
+    def _adopt(self) -> None:
+        """Bind to this thread's hub on first use; after a fork, start empty."""
+        if self._epoch != _fork.epoch:
+            self._epoch = _fork.epoch
+            self._thread = None
+            pending, self._pending = self._pending, {}
+            self._running = 0
+            self._cas = False
+            forked = PoolError(
+                f"the process forked while a batch of pool {self.pool.name!r} waited"
+            )
+            ready = []
+            for entry in pending.values():
+                for call in entry.calls:
+                    if not call.done:
+                        call.done, call.error = True, forked
+                        ready.append(call.waiter)
+            if ready:
+                get_hub().loop.run_callback(self._wake, ready, -1)
+        ident = _thread_ident()
+        if self._thread is None:
+            self._thread = ident
+            self._hub = get_hub()
+        elif self._thread != ident:
+            raise PoolError(
+                f"the AutoBatcher of pool {self.pool.name!r} belongs to thread {self._thread} "
+                f"(its gevent hub) and was used from thread {ident}; create one per thread"
+            )
