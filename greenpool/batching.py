@@ -54,6 +54,7 @@ class BatchStats(TypedDict):
     """What :meth:`AutoBatcher.stats` returns; README.rst documents each key."""
 
     batches: int
+    batches_alone: int
     batch_commands: int
     keys_asked: int
     keys_sent: int
@@ -76,15 +77,16 @@ _RAW = _Raw()
 
 
 class _Call:
-    """One caller's wait: how many of its keys are still unanswered, and its error."""
+    """A get_many's wait: how many of its keys are still unanswered. (A single
+    key's caller waits on a bare Waiter: its key is in one chunk, which wakes it
+    once.)"""
 
-    __slots__ = ("done", "error", "left", "waiter")
+    __slots__ = ("done", "left", "waiter")
 
     def __init__(self, waiter: Waiter, left: int) -> None:
         self.waiter = waiter
         self.left = left
         self.done = False  # woken, or withdrawn by an interruption
-        self.error: Optional[BaseException] = None
 
 
 class _Key:
@@ -92,7 +94,7 @@ class _Key:
 
     __slots__ = ("calls", "cas", "item", "key", "serde")
 
-    def __init__(self, key: Any, cas: bool, call: _Call) -> None:
+    def __init__(self, key: Any, cas: bool, call: _Call | Waiter) -> None:
         self.key = key  # the first caller's: what the chunk's get_many is given
         self.cas = cas  # a gets asked for it: the chunk sends gets
         self.calls = [call]
@@ -160,7 +162,7 @@ class AutoBatcher:
         self._thread: Optional[int] = None
         self._epoch = _fork.epoch
         self._hub: Any = None
-        self._batches = self._commands = self._asked = self._sent = 0
+        self._batches = self._alone_calls = self._commands = self._asked = self._sent = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.pool!r} max_keys={self.max_keys}>"
@@ -169,6 +171,7 @@ class AutoBatcher:
         """Return the batcher's counters (README.rst, "Autobatching")."""
         return BatchStats(
             batches=self._batches,
+            batches_alone=self._alone_calls,
             batch_commands=self._commands,
             keys_asked=self._asked,
             keys_sent=self._sent,
@@ -189,9 +192,11 @@ class AutoBatcher:
                     return client.get(key, default)
             finally:
                 self._done_alone(epoch)
-        call = _Call(Waiter(self._hub), 1)
-        entry = self._join(self._check(key), key, call, False)
-        self._wait(call)
+        waiter = Waiter(self._hub)
+        entry = self._join(self._check(key), key, waiter, False)
+        outcome = waiter.get()  # an interruption leaves: the chunk wakes no one then
+        if outcome is not None:
+            raise outcome
         item = entry.item
         if item is None:
             return default
@@ -210,9 +215,11 @@ class AutoBatcher:
                     return client.gets(key, default, cas_default)  # type: ignore[no-any-return]
             finally:
                 self._done_alone(epoch)
-        call = _Call(Waiter(self._hub), 1)
-        entry = self._join(self._check(key), key, call, True)
-        self._wait(call)
+        waiter = Waiter(self._hub)
+        entry = self._join(self._check(key), key, waiter, True)
+        outcome = waiter.get()
+        if outcome is not None:
+            raise outcome
         if entry.item is None:
             return default, cas_default
         (value, flags), cas = entry.item
@@ -239,7 +246,8 @@ class AutoBatcher:
             epoch = self._alone(len(keys))  # pymemcache sends a repeated key again
             try:
                 with self.pool.reserve() as client:
-                    return client.gets_many(keys) if cas else client.get_many(keys)  # type: ignore[no-any-return]
+                    found: dict[Any, Any] = (client.gets_many if cas else client.get_many)(keys)
+                    return found
             finally:
                 self._done_alone(epoch)
         wires = [self._check(key) for key in keys]  # all checked before any joins
@@ -247,7 +255,13 @@ class AutoBatcher:
         named = dict(zip(wires, keys, strict=True))
         call = _Call(Waiter(self._hub), len(named))
         joined = [(key, self._join(wire, key, call, cas)) for wire, key in named.items()]
-        self._wait(call)
+        try:
+            outcome = call.waiter.get()
+        except BaseException:  # a Timeout or kill: withdraw, so no other chunk wakes it
+            call.done = True
+            raise
+        if outcome is not None:
+            raise outcome
         found = {}
         for key, entry in joined:
             item = entry.item
@@ -261,9 +275,10 @@ class AutoBatcher:
     def _check(self, key: Any) -> bytes:
         """The key as sent (pymemcache's check, with the clients' prefix), or raise
         MemcacheIllegalInputError in the caller, before the key joins anything."""
-        return check_key_helper(key, self.allow_unicode_keys, self.key_prefix)  # type: ignore[no-any-return]
+        wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        return wire
 
-    def _join(self, wire: bytes, key: Any, call: _Call, cas: bool) -> _Key:
+    def _join(self, wire: bytes, key: Any, call: _Call | Waiter, cas: bool) -> _Key:
         pending = self._pending
         entry = pending.get(wire)
         if entry is None:
@@ -278,22 +293,12 @@ class AutoBatcher:
             self._cas = True
         return entry
 
-    @staticmethod
-    def _wait(call: _Call) -> None:
-        try:
-            while not call.done:
-                call.waiter.get()
-        except BaseException:  # a Timeout or kill of the caller's: withdraw, nothing else
-            call.done = True
-            raise
-        if call.error is not None:
-            raise call.error
-
     def _alone(self, keys: int) -> int:
         """Count a plain call, made by a caller with no one to batch with, as a
         batch of its own, running until :meth:`_done_alone`; return the epoch."""
         self._running += 1
         self._batches += 1
+        self._alone_calls += 1
         self._commands += 1
         self._sent += keys
         return self._epoch
@@ -354,17 +359,16 @@ class AutoBatcher:
                 entry.item = found.get(entry.key)
                 entry.serde = serde
             for call in entry.calls:
-                if error is None:
-                    call.left -= 1
-                    if call.left or call.done:
-                        continue
-                elif call.done:
-                    continue
-                else:
-                    call.error = error
-                call.done = True
-                ready.append(call.waiter)
-        self._hub.loop.run_callback(self._wake, ready, epoch)
+                if call.__class__ is not _Call:  # a single key's Waiter
+                    ready.append(call)
+                elif not call.done:
+                    if error is None:
+                        call.left -= 1
+                        if call.left:
+                            continue
+                    call.done = True
+                    ready.append(call.waiter)
+        self._hub.loop.run_callback(self._wake, ready, error, epoch)
         if interrupted is not None:
             raise interrupted
 
@@ -387,15 +391,17 @@ class AutoBatcher:
             client.serde = serde
         return found, serde
 
-    def _wake(self, waiters: list[Waiter], epoch: int) -> None:
-        """Wake a chunk's callers (a hub callback). Each one woken sees the callers
-        still to wake as running, so it batches with them rather than go alone."""
-        if epoch == _fork.epoch:
+    def _wake(self, waiters: list[Waiter], error: Optional[BaseException], epoch: int) -> None:
+        """Wake a chunk's callers with its *error*, or None (a hub callback). Each
+        one woken sees the callers still to wake as running, so it batches with
+        them rather than go alone."""
+        counted = epoch == _fork.epoch
+        if counted:
             self._running += len(waiters) - 1
         for waiter in waiters:
-            if epoch == _fork.epoch:
+            if counted:
                 self._running -= 1
-            waiter.switch(None)
+            waiter.switch(error)
 
     # -- owner: thread and process ---------------------------------------------------------
 
@@ -413,11 +419,13 @@ class AutoBatcher:
             ready = []
             for entry in pending.values():
                 for call in entry.calls:
-                    if not call.done:
-                        call.done, call.error = True, forked
+                    if call.__class__ is not _Call:
+                        ready.append(call)
+                    elif not call.done:
+                        call.done = True
                         ready.append(call.waiter)
             if ready:
-                get_hub().loop.run_callback(self._wake, ready, -1)
+                get_hub().loop.run_callback(self._wake, ready, forked, -1)
         ident = _thread_ident()
         if self._thread is None:
             self._thread = ident

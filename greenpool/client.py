@@ -39,30 +39,43 @@ def _command(method: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _read_command(
-    method: Callable[..., Any], miss: Callable[..., Any], batched: bool = False
-) -> Callable[..., Any]:
+def _read_command(method: Callable[..., Any], miss: Callable[..., Any]) -> Callable[..., Any]:
     """Like :func:`_command`, but with *ignore_exc* any error returns ``miss(*args)``.
 
     These are the five commands pymemcache's ``PooledClient`` treats so: get,
     gets, get_many, gets_many and stats. A full pool (:class:`~greenpool.PoolTimeout`)
-    counts as an error; using the pool from a wrong thread does not. The
-    *batched* ones go through the client's :class:`~greenpool.AutoBatcher`
-    when it has one.
+    counts as an error; using the pool from a wrong thread does not.
     """
-    name = method.__name__
 
     @functools.wraps(method)
     def command(self: PooledClient, *args: Any, **kwargs: Any) -> Any:
         try:
-            if batched and self.batcher is not None:
-                return getattr(self.batcher, name)(*args, **kwargs)
             with self.pool.reserve() as client:
                 return method(client, *args, **kwargs)
         except Exception as exc:
             if not self.ignore_exc or (
                 isinstance(exc, PoolError) and not isinstance(exc, PoolTimeout)
             ):
+                raise
+            return miss(*args, **kwargs)
+
+    return command
+
+
+def _batched_read(
+    client: PooledClient, read: Callable[..., Any], miss: Callable[..., Any]
+) -> Callable[..., Any]:
+    """*read*, an :class:`~greenpool.AutoBatcher` method, with :func:`_read_command`'s
+    *ignore_exc*: the instance attribute that replaces the method with autobatch."""
+    if not client.ignore_exc:
+        return read
+
+    @functools.wraps(read)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, PoolError) and not isinstance(exc, PoolTimeout):
                 raise
             return miss(*args, **kwargs)
 
@@ -81,7 +94,17 @@ def _nothing(*args: Any, **kwargs: Any) -> dict[Any, Any]:
     return {}
 
 
-_NO_BATCHES = BatchStats(batches=0, batch_commands=0, keys_asked=0, keys_sent=0, keys_per_batch=0.0)
+# The reads an AutoBatcher serves, and what each returns for a miss with ignore_exc.
+_BATCHED_READS = (
+    ("get", _default),
+    ("gets", _defaults),
+    ("get_many", _nothing),
+    ("get_multi", _nothing),
+    ("gets_many", _nothing),
+)
+_NO_BATCHES = BatchStats(
+    batches=0, batches_alone=0, batch_commands=0, keys_asked=0, keys_sent=0, keys_per_batch=0.0
+)
 
 
 class PooledClientStats(PoolStats, BatchStats):
@@ -190,6 +213,9 @@ class PooledClient:
                 key_prefix=self.key_prefix,
                 allow_unicode_keys=self.allow_unicode_keys,
             )
+            # Instance attributes over the class's methods: no layer in between.
+            for name, miss in _BATCHED_READS:
+                setattr(self, name, _batched_read(self, getattr(self.batcher, name), miss))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"
@@ -225,10 +251,10 @@ class PooledClient:
     append = _command(Client.append)
     prepend = _command(Client.prepend)
     cas = _command(Client.cas)
-    get = _read_command(Client.get, _default, batched=True)
-    get_many = get_multi = _read_command(Client.get_many, _nothing, batched=True)
-    gets = _read_command(Client.gets, _defaults, batched=True)
-    gets_many = _read_command(Client.gets_many, _nothing, batched=True)
+    get = _read_command(Client.get, _default)
+    get_many = get_multi = _read_command(Client.get_many, _nothing)
+    gets = _read_command(Client.gets, _defaults)
+    gets_many = _read_command(Client.gets_many, _nothing)
     delete = _command(Client.delete)
     delete_many = delete_multi = _command(Client.delete_many)
     incr = _command(Client.incr)

@@ -58,6 +58,11 @@ _COUNTERS = (
 # The same, from an AutoBatcher's counters (a PooledClient's pool_stats() has them).
 _BATCH_COUNTERS = (
     ("greenpool_batches", "Batches of gets sent (a lone get counts as one).", "batches"),
+    (
+        "greenpool_batches_alone",
+        "Gets sent at once: nothing else pending or in flight.",
+        "batches_alone",
+    ),
     ("greenpool_batch_commands", "get and gets commands that batches sent.", "batch_commands"),
     ("greenpool_batch_keys_asked", "Keys that callers asked batches for.", "keys_asked"),
     ("greenpool_batch_keys_sent", "Keys that batches sent to memcached.", "keys_sent"),
