@@ -45,7 +45,7 @@ __all__ = ["DEFAULT_AUTOBATCH", "DEFAULT_MAX_KEYS", "AutoBatcher", "BatchStats"]
 #: Whether PooledClient and HashClient batch their gets unless told.
 DEFAULT_AUTOBATCH = False
 #: Default *max_keys*: the most keys in one ``get`` command (README.rst, "Autobatching").
-DEFAULT_MAX_KEYS = 32
+DEFAULT_MAX_KEYS = 128
 
 _thread_ident = get_original("_thread", "get_ident")
 
