@@ -10,8 +10,10 @@ from __future__ import annotations
 import cProfile
 import io
 import math
+import os
 import pstats
 import statistics
+import sysconfig
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +25,7 @@ from pymemcache.client.base import PooledClient as PymemcachePooledClient
 
 import greenpool
 from benchmarks.gevent_side import PYMEMCACHE_OPTIONS, run_round
-from benchmarks.workers import Reply, Request, value_for
+from benchmarks.workers import REPO, Reply, Request, value_for
 from greenpool import ClientPool, GreenletMappedPool, client_factory
 
 
@@ -222,4 +224,15 @@ def _top(profiler: cProfile.Profile, count: int) -> str:
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(count)
     text = out.getvalue()
-    return text[text.find("   ncalls") :] if "   ncalls" in text else text
+    return _relative(text[text.find("   ncalls") :] if "   ncalls" in text else text)
+
+
+def _relative(text: str) -> str:
+    """*text* with the files cProfile names by absolute path named as pyinstrument
+    does: relative to the checkout, to site-packages, or to the standard library
+    (the longest that applies), so profile.txt holds nothing of this machine's."""
+    paths = sysconfig.get_paths()
+    roots = {str(REPO), *(paths[name] for name in ("purelib", "platlib", "stdlib", "platstdlib"))}
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root.rstrip(os.sep) + os.sep, "")
+    return text

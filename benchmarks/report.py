@@ -270,11 +270,14 @@ def write(results: Results, out: Path) -> None:
     (out / "results.md").write_text(markdown(results))
     if "profile" in results:
         profile = results["profile"]
-        layers = "\n".join(f"  {name}: {time}" for name, time in overhead_rows(results)[:6])
+        layers = ""
+        if "overhead" in results:  # --only may have left it out
+            rows = overhead_rows(results)[:6]
+            layers = "Uncontended, one greenlet, nothing sent: µs per loop of each layer\n\n"
+            layers += "\n".join(f"  {name}: {time}" for name, time in rows) + "\n\n"
         (out / "profile.txt").write_text(
-            "Uncontended, one greenlet, nothing sent: µs per loop of each layer\n\n"
-            f"{layers}\n\n"
-            f"cProfile of the same loop (its own overhead inflates every call):\n\n"
+            f"{layers}cProfile of an uncontended reserve + release loop, one greenlet, "
+            f"nothing sent (its own overhead inflates every call):\n\n"
             f"{profile['uncontended'].rstrip()}\n\n"
             f"pyinstrument, one round of ClientPool(16) under contention "
             f"({profile['contended_ops']:,} gets while sampled):\n\n{profile['contended']}"
