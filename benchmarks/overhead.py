@@ -162,6 +162,7 @@ def _sequential(
     raw = client_factory(address)()
     raw.set(key, value_for(key), noreply=False)
     ours = greenpool.PooledClient(address, max_pool_size=16)
+    batching = greenpool.PooledClient(address, max_pool_size=16, autobatch=True)
     theirs = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
 
     def through_pool(k: str) -> Any:
@@ -172,6 +173,7 @@ def _sequential(
         "raw Client": raw.get,
         "ClientPool(16)": through_pool,
         "greenpool.PooledClient(16)": ours.get,
+        "greenpool.PooledClient(16) autobatching": batching.get,
         "pymemcache PooledClient": theirs.get,
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
@@ -181,10 +183,11 @@ def _sequential(
             for _ in range(gets):
                 get(key)
             times[name].append((time.perf_counter() - started) / gets * 1e6)
-    for client in (raw, ours, theirs):
+    for client in (raw, ours, batching, theirs):
         client.close()
     return {
         "sequential_us": {name: statistics.median(each) for name, each in times.items()},
+        "sequential_rounds_us": times,
         "sequential_ratio": {
             name: statistics.median(t / r for t, r in zip(each, times["raw Client"], strict=True))
             for name, each in times.items()
