@@ -74,6 +74,8 @@ class _Raw:
 
 
 _RAW = _Raw()
+_MISS: Any = object()  # a key memcached did not return
+_CHECKED_MAX = 4096  # keys whose check is remembered; forgotten all at once beyond
 
 
 class _Call:
@@ -98,7 +100,9 @@ class _Key:
         self.key = key  # the first caller's: what the chunk's get_many is given
         self.cas = cas  # a gets asked for it: the chunk sends gets
         self.calls = [call]
-        self.item: Any = None  # (value, flags) or ((value, flags), cas); None: a miss
+        # _MISS, or what the chunk's get_many returned for the key: a value, or
+        # (value, cas) from gets; raw, as (bytes, flags), when serde is not None.
+        self.item: Any = _MISS
         self.serde: Any = None
 
 
@@ -157,6 +161,7 @@ class AutoBatcher:
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
         self._pending: dict[bytes, _Key] = {}
+        self._checked: dict[Any, bytes] = {}
         self._cas = False  # a gets is pending
         self._running = 0  # plain calls, chunks and callers still to wake
         self._thread: Optional[int] = None
@@ -198,10 +203,11 @@ class AutoBatcher:
         if outcome is not None:
             raise outcome
         item = entry.item
-        if item is None:
+        if item is _MISS:
             return default
-        value, flags = item[0] if entry.cas else item
-        return entry.serde.deserialize(key, value, flags)
+        if entry.cas:
+            item = item[0]
+        return item if entry.serde is None else entry.serde.deserialize(key, *item)
 
     def gets(self, key: Any, default: Any = None, cas_default: Any = None) -> tuple[Any, Any]:
         """pymemcache's ``Client.gets``, in a batch with the other greenlets' gets."""
@@ -220,10 +226,10 @@ class AutoBatcher:
         outcome = waiter.get()
         if outcome is not None:
             raise outcome
-        if entry.item is None:
+        if entry.item is _MISS:
             return default, cas_default
-        (value, flags), cas = entry.item
-        return entry.serde.deserialize(key, value, flags), cas
+        value, cas = entry.item
+        return (value if entry.serde is None else entry.serde.deserialize(key, *value)), cas
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """pymemcache's ``Client.get_many``: its keys join the batch."""
@@ -265,17 +271,26 @@ class AutoBatcher:
         found = {}
         for key, entry in joined:
             item = entry.item
-            if item is None:
+            if item is _MISS:
                 continue
-            (value, flags), token = item if entry.cas else (item, None)
-            value = entry.serde.deserialize(key, value, flags)
+            value, token = item if entry.cas else (item, None)
+            if entry.serde is not None:
+                value = entry.serde.deserialize(key, *value)
             found[key] = (value, token) if cas else value
         return found
 
     def _check(self, key: Any) -> bytes:
         """The key as sent (pymemcache's check, with the clients' prefix), or raise
         MemcacheIllegalInputError in the caller, before the key joins anything."""
+        if key.__class__ is str or key.__class__ is bytes:
+            known = self._checked.get(key)  # a pure function of the key: remembered
+            if known is not None:
+                return known
         wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        if key.__class__ is str or key.__class__ is bytes:
+            if len(self._checked) >= _CHECKED_MAX:
+                self._checked.clear()
+            self._checked[key] = wire
         return wire
 
     def _join(self, wire: bytes, key: Any, call: _Call | Waiter, cas: bool) -> _Key:
@@ -345,7 +360,7 @@ class AutoBatcher:
         serde = None
         try:
             with self.pool.reserve() as client:
-                found, serde = self._get_many(client, [entry.key for entry in chunk], cas)
+                found, serde = self._get_many(client, chunk, cas)
         except Exception as exc:
             error = exc
         except BaseException as exc:  # killed: no caller may see a GreenletExit
@@ -356,7 +371,7 @@ class AutoBatcher:
         ready = []
         for entry in chunk:
             if error is None:
-                entry.item = found.get(entry.key)
+                entry.item = found.get(entry.key, _MISS)
                 entry.serde = serde
             for call in entry.calls:
                 if call.__class__ is not _Call:  # a single key's Waiter
@@ -372,8 +387,10 @@ class AutoBatcher:
         if interrupted is not None:
             raise interrupted
 
-    def _get_many(self, client: Any, keys: list[Any], cas: bool) -> tuple[dict[Any, Any], Any]:
-        """Raw values of *keys* from *client*, and the serde that decodes them."""
+    def _get_many(self, client: Any, chunk: list[_Key], cas: bool) -> tuple[dict[Any, Any], Any]:
+        """The values of *chunk*'s keys from *client*, decoded by its serde, unless a
+        key has several callers: then raw, with the serde each caller decodes its
+        own with (so that callers never share a mutable value)."""
         if (
             client.key_prefix != self.key_prefix
             or client.allow_unicode_keys != self.allow_unicode_keys
@@ -383,13 +400,19 @@ class AutoBatcher:
                 f"and allow_unicode_keys={client.allow_unicode_keys}; the AutoBatcher was given "
                 f"key_prefix={self.key_prefix!r} and allow_unicode_keys={self.allow_unicode_keys}"
             )
+        keys = [entry.key for entry in chunk]
+        get_many = client.gets_many if cas else client.get_many
+        for entry in chunk:
+            if len(entry.calls) > 1:
+                break
+        else:
+            return get_many(keys), None
         serde = client.serde
         client.serde = _RAW
         try:
-            found = client.gets_many(keys) if cas else client.get_many(keys)
+            return get_many(keys), serde
         finally:
             client.serde = serde
-        return found, serde
 
     def _wake(self, waiters: list[Waiter], error: Optional[BaseException], epoch: int) -> None:
         """Wake a chunk's callers with its *error*, or None (a hub callback). Each
