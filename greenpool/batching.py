@@ -19,14 +19,12 @@ Callers never touch a socket while they wait, so a caller's ``gevent.Timeout``
 or kill withdraws only its own interest: the chunk goes on, and its client is
 put back, or discarded, by the reservation exactly as any other. A chunk's
 error (a socket timeout, a server gone, :class:`~greenpool.PoolTimeout`, a
-closed pool) reaches that chunk's callers and no one else. Values come back
-raw and each caller decodes its own with the client's serde, so two callers
-of one key never share a mutable object.
+closed pool) reaches that chunk's callers and no one else. The parts of a
+batch are in :mod:`greenpool._batch`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any, Optional, TypedDict
 
@@ -36,6 +34,7 @@ from gevent.monkey import get_original
 from pymemcache.client.base import check_key_helper
 
 from greenpool import _fork
+from greenpool._batch import MISS, Call, Caller, Key, answered, chunks, collect, fetch
 from greenpool._checks import check_size
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
@@ -61,49 +60,7 @@ class BatchStats(TypedDict):
     keys_per_batch: float
 
 
-class _Raw:
-    """A serde that leaves values as memcached sent them, for the caller to decode."""
-
-    @staticmethod
-    def serialize(key: Any, value: Any) -> tuple[Any, int]:  # never called by a get
-        raise TypeError("AutoBatcher clients only read")
-
-    @staticmethod
-    def deserialize(key: Any, value: bytes, flags: int) -> tuple[bytes, int]:
-        return value, flags
-
-
-_RAW = _Raw()
-_MISS: Any = object()  # a key memcached did not return
 _CHECKED_MAX = 4096  # keys whose check is remembered; forgotten all at once beyond
-
-
-class _Call:
-    """A get_many's wait: how many of its keys are still unanswered. (A single
-    key's caller waits on a bare Waiter: its key is in one chunk, which wakes it
-    once.)"""
-
-    __slots__ = ("done", "left", "waiter")
-
-    def __init__(self, waiter: Waiter, left: int) -> None:
-        self.waiter = waiter
-        self.left = left
-        self.done = False  # woken, or withdrawn by an interruption
-
-
-class _Key:
-    """A key of the pending batch, asked for by one or more callers."""
-
-    __slots__ = ("calls", "cas", "item", "key", "serde")
-
-    def __init__(self, key: Any, cas: bool, call: _Call | Waiter) -> None:
-        self.key = key  # the first caller's: what the chunk's get_many is given
-        self.cas = cas  # a gets asked for it: the chunk sends gets
-        self.calls = [call]
-        # _MISS, or what the chunk's get_many returned for the key: a value, or
-        # (value, cas) from gets; raw, as (bytes, flags), when serde is not None.
-        self.item: Any = _MISS
-        self.serde: Any = None
 
 
 class AutoBatcher:
@@ -160,7 +117,7 @@ class AutoBatcher:
         self.max_keys = check_size("max_keys", max_keys)
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
-        self._pending: dict[bytes, _Key] = {}
+        self._pending: dict[bytes, Key] = {}
         self._checked: dict[Any, bytes] = {}
         self._cas = False  # a gets is pending
         self._running = 0  # plain calls, chunks and callers still to wake
@@ -191,19 +148,14 @@ class AutoBatcher:
             self._adopt()
         self._asked += 1
         if not self._running and not self._pending:
-            epoch = self._alone(1)
-            try:
-                with self.pool.reserve() as client:
-                    return client.get(key, default)
-            finally:
-                self._done_alone(epoch)
+            return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
         entry = self._join(self._check(key), key, waiter, False)
         outcome = waiter.get()  # an interruption leaves: the chunk wakes no one then
         if outcome is not None:
             raise outcome
         item = entry.item
-        if item is _MISS:
+        if item is MISS:
             return default
         if entry.cas:
             item = item[0]
@@ -215,18 +167,13 @@ class AutoBatcher:
             self._adopt()
         self._asked += 1
         if not self._running and not self._pending:
-            epoch = self._alone(1)
-            try:
-                with self.pool.reserve() as client:
-                    return client.gets(key, default, cas_default)  # type: ignore[no-any-return]
-            finally:
-                self._done_alone(epoch)
+            return self._alone(1, "gets", key, default, cas_default)  # type: ignore[no-any-return]
         waiter = Waiter(self._hub)
         entry = self._join(self._check(key), key, waiter, True)
         outcome = waiter.get()
         if outcome is not None:
             raise outcome
-        if entry.item is _MISS:
+        if entry.item is MISS:
             return default, cas_default
         value, cas = entry.item
         return (value if entry.serde is None else entry.serde.deserialize(key, *value)), cas
@@ -248,18 +195,13 @@ class AutoBatcher:
             return {}
         keys = list(keys)  # iterated twice, as pymemcache does, so no generator
         self._asked += len(keys)
-        if not self._running and not self._pending:
-            epoch = self._alone(len(keys))  # pymemcache sends a repeated key again
-            try:
-                with self.pool.reserve() as client:
-                    found: dict[Any, Any] = (client.gets_many if cas else client.get_many)(keys)
-                    return found
-            finally:
-                self._done_alone(epoch)
+        if not self._running and not self._pending:  # pymemcache sends a repeated key again
+            found: dict[Any, Any] = self._alone(len(keys), "gets_many" if cas else "get_many", keys)
+            return found
         wires = [self._check(key) for key in keys]  # all checked before any joins
         # As pymemcache's _fetch_cmd: one entry per distinct key, named by its last spelling.
         named = dict(zip(wires, keys, strict=True))
-        call = _Call(Waiter(self._hub), len(named))
+        call = Call(Waiter(self._hub), len(named))
         joined = [(key, self._join(wire, key, call, cas)) for wire, key in named.items()]
         try:
             outcome = call.waiter.get()
@@ -268,16 +210,7 @@ class AutoBatcher:
             raise
         if outcome is not None:
             raise outcome
-        found = {}
-        for key, entry in joined:
-            item = entry.item
-            if item is _MISS:
-                continue
-            value, token = item if entry.cas else (item, None)
-            if entry.serde is not None:
-                value = entry.serde.deserialize(key, *value)
-            found[key] = (value, token) if cas else value
-        return found
+        return collect(joined, cas)
 
     def _check(self, key: Any) -> bytes:
         """The key as sent (pymemcache's check, with the clients' prefix), or raise
@@ -293,13 +226,13 @@ class AutoBatcher:
             self._checked[key] = wire
         return wire
 
-    def _join(self, wire: bytes, key: Any, call: _Call | Waiter, cas: bool) -> _Key:
+    def _join(self, wire: bytes, key: Any, call: Caller, cas: bool) -> Key:
         pending = self._pending
         entry = pending.get(wire)
         if entry is None:
             if not pending:
                 self._hub.loop.run_callback(self._flush)
-            entry = pending[wire] = _Key(key, cas, call)
+            entry = pending[wire] = Key(key, cas, call)
         else:
             entry.calls.append(call)
             if cas:
@@ -308,19 +241,21 @@ class AutoBatcher:
             self._cas = True
         return entry
 
-    def _alone(self, keys: int) -> int:
-        """Count a plain call, made by a caller with no one to batch with, as a
-        batch of its own, running until :meth:`_done_alone`; return the epoch."""
+    def _alone(self, keys: int, method: str, *args: Any) -> Any:
+        """The plain call on a reserved client, for a caller with no one to batch
+        with: a batch of its own, running while it runs."""
+        epoch = self._epoch
         self._running += 1
         self._batches += 1
         self._alone_calls += 1
         self._commands += 1
         self._sent += keys
-        return self._epoch
-
-    def _done_alone(self, epoch: int) -> None:
-        if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running
-            self._running -= 1
+        try:
+            with self.pool.reserve() as client:
+                return getattr(client, method)(*args)
+        finally:
+            if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running
+                self._running -= 1
 
     # -- the hub's side and the chunks' ------------------------------------------------
 
@@ -342,25 +277,22 @@ class AutoBatcher:
         self._batches += 1
         self._sent += len(entries)
         for group, cas in groups:
-            if not group:
-                continue
-            chunks = math.ceil(len(group) / self.max_keys)
-            size = math.ceil(len(group) / chunks)  # even chunks: none lags behind the others
-            for start in range(0, len(group), size):
+            for chunk in chunks(group, self.max_keys) if group else ():
                 self._running += 1
                 self._commands += 1
-                spawn_raw(self._fetch, group[start : start + size], cas)
+                spawn_raw(self._fetch, chunk, cas)
 
-    def _fetch(self, chunk: list[_Key], cas: bool) -> None:
+    def _fetch(self, chunk: list[Key], cas: bool) -> None:
         """One chunk, in a greenlet of its own: reserve, get, wake its callers."""
         epoch = _fork.epoch
         interrupted: Optional[BaseException] = None
         error: Optional[BaseException] = None
-        found: dict[Any, Any] = {}
+        found: Optional[dict[Any, Any]] = None
         serde = None
         try:
             with self.pool.reserve() as client:
-                found, serde = self._get_many(client, chunk, cas)
+                self._check_client(client)
+                found, serde = fetch(client, chunk, cas)
         except Exception as exc:
             error = exc
         except BaseException as exc:  # killed: no caller may see a GreenletExit
@@ -368,29 +300,13 @@ class AutoBatcher:
             error = PoolError(f"a batch of pool {self.pool.name!r} was interrupted: {exc!r}")
         if epoch != _fork.epoch:
             error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
-        ready = []
-        for entry in chunk:
-            if error is None:
-                entry.item = found.get(entry.key, _MISS)
-                entry.serde = serde
-            for call in entry.calls:
-                if call.__class__ is not _Call:  # a single key's Waiter
-                    ready.append(call)
-                elif not call.done:
-                    if error is None:
-                        call.left -= 1
-                        if call.left:
-                            continue
-                    call.done = True
-                    ready.append(call.waiter)
+        ready = answered(chunk, error, None if error else found, serde)
         self._hub.loop.run_callback(self._wake, ready, error, epoch)
         if interrupted is not None:
             raise interrupted
 
-    def _get_many(self, client: Any, chunk: list[_Key], cas: bool) -> tuple[dict[Any, Any], Any]:
-        """The values of *chunk*'s keys from *client*, decoded by its serde, unless a
-        key has several callers: then raw, with the serde each caller decodes its
-        own with (so that callers never share a mutable value)."""
+    def _check_client(self, client: Any) -> None:
+        """Keys were checked with the batcher's settings: the client's must match."""
         if (
             client.key_prefix != self.key_prefix
             or client.allow_unicode_keys != self.allow_unicode_keys
@@ -400,19 +316,6 @@ class AutoBatcher:
                 f"and allow_unicode_keys={client.allow_unicode_keys}; the AutoBatcher was given "
                 f"key_prefix={self.key_prefix!r} and allow_unicode_keys={self.allow_unicode_keys}"
             )
-        keys = [entry.key for entry in chunk]
-        get_many = client.gets_many if cas else client.get_many
-        for entry in chunk:
-            if len(entry.calls) > 1:
-                break
-        else:
-            return get_many(keys), None
-        serde = client.serde
-        client.serde = _RAW
-        try:
-            return get_many(keys), serde
-        finally:
-            client.serde = serde
 
     def _wake(self, waiters: list[Waiter], error: Optional[BaseException], epoch: int) -> None:
         """Wake a chunk's callers with its *error*, or None (a hub callback). Each
@@ -439,14 +342,7 @@ class AutoBatcher:
             forked = PoolError(
                 f"the process forked while a batch of pool {self.pool.name!r} waited"
             )
-            ready = []
-            for entry in pending.values():
-                for call in entry.calls:
-                    if call.__class__ is not _Call:
-                        ready.append(call)
-                    elif not call.done:
-                        call.done = True
-                        ready.append(call.waiter)
+            ready = answered(pending.values(), forked)
             if ready:
                 get_hub().loop.run_callback(self._wake, ready, forked, -1)
         ident = _thread_ident()
