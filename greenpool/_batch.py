@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Optional, Union
 
 from gevent.hub import Waiter
+from pymemcache.serde import LegacyWrappingSerde
 
 #: What a key's *item* is while memcached has not returned it.
 MISS: Any = object()
@@ -62,6 +63,8 @@ class _Raw:
 
 
 _RAW = _Raw()
+# What pymemcache's default serde decodes with: the bytes as they are.
+_IDENTITY = LegacyWrappingSerde._default_deserialize
 
 
 def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
@@ -73,18 +76,19 @@ def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
 
 
 def fetch(client: Any, chunk: list[Key], cas: bool) -> tuple[dict[Any, Any], Any]:
-    """Get *chunk*'s keys from *client* in one command: the values decoded by the
-    client's serde (None is returned for it), unless a key has several callers:
-    then raw, with the serde that each caller decodes its own value with, so that
-    callers never share a mutable object."""
+    """Get *chunk*'s keys from *client* in one command.
+
+    With pymemcache's default serde, which returns the bytes memcached sent and
+    cannot fail, return the values as they come, and None. With any other,
+    return them raw and the serde, so that each caller decodes its own: a value
+    that fails to decode then fails its own callers only (as unbatched), and two
+    callers of one key never share a mutable object.
+    """
     keys = [entry.key for entry in chunk]
     get_many = client.gets_many if cas else client.get_many
-    for entry in chunk:
-        if len(entry.calls) > 1:
-            break
-    else:
-        return get_many(keys), None
     serde = client.serde
+    if getattr(serde.deserialize, "__func__", None) is _IDENTITY:
+        return get_many(keys), None
     client.serde = _RAW
     try:
         return get_many(keys), serde

@@ -220,6 +220,27 @@ def test_batched_calls_give_exactly_the_unbatched_results(
     assert _transcript((_KeptBusy, greenpool._socket), proxy, SCENARIOS[scenario]) == expected
 
 
+def test_a_value_that_fails_to_decode_fails_its_own_callers_only(
+    make_client: MakeClient, proxy: FaultProxy, key: Key
+) -> None:
+    """A value flagged as text that is not UTF-8 raises UnicodeDecodeError in its
+    callers only, as unbatched; the other keys of the same command are served."""
+    mc = make_client(serde=serde.pickle_serde)
+    mc.set(key("good"), {"a": 1})
+    mc.set(key("bad"), b"\xff not UTF-8", flags=serde.FLAG_TEXT)
+    with pytest.raises(UnicodeDecodeError) as unbatched:
+        PooledClient(proxy.address, serde=serde.pickle_serde).get(key("bad"))
+    proxy.reply_delay = 0.05
+    lone = busy(mc.get, proxy, key("other"))
+    good = gevent.spawn(mc.get_many, [key("good")])
+    bad = gevent.spawn(mc.get, key("bad"))
+    gevent.joinall([lone, good, bad], timeout=5)
+    assert good.value == {key("good"): {"a": 1}}
+    assert type(bad.exception) is type(unbatched.value)
+    assert str(bad.exception) == str(unbatched.value)
+    assert mc.pool_stats()["discarded"] == 0 and mc.pool_stats()["batch_commands"] == 2
+
+
 def test_a_bad_key_fails_its_own_caller_before_joining_and_no_one_else(
     make_client: MakeClient, proxy: FaultProxy, key: Key
 ) -> None:
