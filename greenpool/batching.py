@@ -224,6 +224,8 @@ class AutoBatcher:
             if len(self._checked) >= _CHECKED_MAX:
                 self._checked.clear()
             self._checked[key] = wire
+        else:  # pymemcache names its results by the key: an unhashable one fails there
+            hash(key)
         return wire
 
     def _join(self, wire: bytes, key: Any, call: Caller, cas: bool) -> Key:

@@ -246,7 +246,8 @@ def test_a_bad_key_fails_its_own_caller_before_joining_and_no_one_else(
 ) -> None:
     """pymemcache's MemcacheIllegalInputError, raised in the caller: its keys never
     join the batch (a get_many with one bad key sends none of its keys), and the
-    other callers of the same loop iteration are served."""
+    other callers of the same loop iteration are served. So with a key pymemcache
+    takes but cannot name its result by (a bytearray): its caller's TypeError."""
     mc = make_client()
     mc.set_many({key("a"): "1", key("b"): "2"})
     proxy.reply_delay = 0.05
@@ -257,9 +258,14 @@ def test_a_bad_key_fails_its_own_caller_before_joining_and_no_one_else(
         gevent.spawn(mc.get_many, [key("c"), "x" * 251]),
         gevent.spawn(mc.gets, "nul\x00"),
     ]
-    gevent.joinall([lone, *good, *bad], timeout=5)
+    unhashable = gevent.spawn(mc.get, bytearray(key("a").encode()))  # passes the key check
+    gevent.joinall([lone, *good, *bad, unhashable], timeout=5)
     assert [job.value for job in good] == [b"1", {key("a"): b"1", key("b"): b"2"}]
     assert all(isinstance(job.exception, MemcacheIllegalInputError) for job in bad)
+    with pytest.raises(TypeError, match="unhashable type: 'bytearray'"):
+        PooledClient(proxy.address).get(bytearray(key("a").encode()))  # as unbatched
+    assert isinstance(unhashable.exception, TypeError)
+    assert "unhashable type: 'bytearray'" in str(unhashable.exception)
     assert mc.pool_stats()["keys_sent"] == 1 + 2  # lone, a and b: not c
     with pytest.raises(MemcacheIllegalInputError) as ours:
         mc.get("with space")
