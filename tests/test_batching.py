@@ -8,6 +8,7 @@ replies back (:func:`busy`): every get asked for while it waits joins a batch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -162,21 +163,26 @@ _partners = itertools.count()
 
 class _KeptBusy(PooledClient):
     """PooledClient(autobatch=True) with a partner greenlet that reads a key of its
-    own without pause. Through a proxy that delays every reply, the partner's get
-    is in flight whenever another greenlet runs, so that greenlet's reads join a
-    batch: none goes out alone (``batches_alone`` stays as it was across each)."""
+    own through the batcher without pause. Through a proxy that delays every
+    reply, the partner's get is in flight whenever another greenlet runs, so that
+    greenlet's reads join a batch: none goes out alone (``batches_alone`` stays as
+    it was across each), or the client records it as wrong."""
 
     def __init__(self, server: Any, **options: Any) -> None:
         super().__init__(server, autobatch=True, **options)
-        self.wrong: list[Any] = []
+        self.wrong: list[str] = []
+        self.batched_reads = 0
         partner = f"partner-{next(_partners)}"  # a scenario's clients may share a prefix
         self.set(partner, b"partner", noreply=False)
-        self._partner = gevent.spawn(self._read_partner, partner, PooledClient.get(self, partner))
+        expected = PooledClient.get(self, partner)  # the unbatched method, for reference
+        self._partner = gevent.spawn(self._read_partner, self.get, partner, expected)
         wait_until(lambda: self.pool_stats()["in_use"] > 0, "the partner's get is in flight")
+        for name in ("get", "gets", "get_many", "gets_many"):  # the batcher's, bound by __init__
+            setattr(self, name, functools.partial(self._batched, getattr(self, name)))
 
-    def _read_partner(self, partner: str, expected: Any) -> None:
+    def _read_partner(self, get: Callable[[str], Any], partner: str, expected: Any) -> None:
         while True:
-            got = super().get(partner)
+            got = get(partner)
             if got != expected:
                 self.wrong.append(f"the partner read {got!r}")
 
@@ -185,20 +191,9 @@ class _KeptBusy(PooledClient):
         try:
             return read(*args)
         finally:
+            self.batched_reads += 1
             if self.pool_stats()["batches_alone"] != alone:
                 self.wrong.append(f"{read.__name__}{args} went out alone")
-
-    def get(self, *args: Any) -> Any:  # type: ignore[override]
-        return self._batched(super().get, *args)
-
-    def gets(self, *args: Any) -> Any:  # type: ignore[override]
-        return self._batched(super().gets, *args)
-
-    def get_many(self, *args: Any) -> Any:  # type: ignore[override]
-        return self._batched(super().get_many, *args)
-
-    def gets_many(self, *args: Any) -> Any:  # type: ignore[override]
-        return self._batched(super().gets_many, *args)
 
     def close(self) -> None:
         self._partner.kill()
@@ -217,7 +212,14 @@ def test_batched_calls_give_exactly_the_unbatched_results(
 
     proxy.reply_delay = 0.002
     expected = _transcript((Client, socket), memcached, SCENARIOS[scenario])
-    assert _transcript((_KeptBusy, greenpool._socket), proxy, SCENARIOS[scenario]) == expected
+    clients: list[_KeptBusy] = []
+
+    def kept_busy(*args: Any, **options: Any) -> _KeptBusy:
+        clients.append(_KeptBusy(*args, **options))
+        return clients[-1]
+
+    assert _transcript((kept_busy, greenpool._socket), proxy, SCENARIOS[scenario]) == expected
+    assert sum(client.batched_reads for client in clients) > 0  # and none went alone
 
 
 def test_a_value_that_fails_to_decode_fails_its_own_callers_only(
