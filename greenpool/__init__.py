@@ -13,6 +13,7 @@ import logging
 
 from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
+from greenpool.connection import Client
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import CLIENT_DEFAULTS, client_factory
 from greenpool.mapped import GreenletMappedPool, MappedStats
@@ -29,6 +30,7 @@ __all__ = [
     "CLIENT_DEFAULTS",
     "DEFAULT_MAXSIZE",
     "DEFAULT_TIMEOUT",
+    "Client",
     "ClientPool",
     "GreenletMappedPool",
     "HashClient",

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 
-from greenpool.client import PooledClient
+from greenpool.client import PooledClient, check_pool_arguments
 from greenpool.factory import CLIENT_DEFAULTS
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT
 
@@ -47,6 +47,14 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         pool_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
+            raise TypeError(
+                f"servers must be a list of servers ((host, port) or 'host:port'), "
+                f"not {type(servers).__name__}"
+            )
+        check_pool_arguments(
+            max_pool_size, pool_timeout, pool_idle_timeout, lock_generator, pool_options
+        )
         # pymemcache's add_server builds self.client_class(server, **default_kwargs)
         # when use_pooling is False: a partial carries the pool settings.
         self.client_class = functools.partial(

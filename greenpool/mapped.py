@@ -6,9 +6,10 @@ The data path of a mapped reservation, all in this file::
               -> otherwise ClientPool._get (waiting as ClientPool does), map it and
                  link the greenlet's end (_map)
     with-body uses the client
-    MappedReservation.__exit__ -> interrupted or broken? unmap, ClientPool._put discards it
+    MappedReservation.__exit__ -> spoiled (a command cut off)? unmap, ClientPool._put
+                                  discards it
                                -> otherwise it stays mapped for the greenlet's next reserve()
-    the greenlet ends, or relinquish() -> unmap, ClientPool._put takes it back
+    the greenlet ends, or relinquish() -> unmap, ClientPool._put takes it back, once
 
 The mapping is keyed by ``id(greenlet)`` so that it holds no greenlet alive. A
 key is never stale: a gevent Greenlet's entry is removed by its link, which
@@ -25,11 +26,11 @@ import weakref
 from types import TracebackType
 from typing import Any, Generic
 
-from gevent import GreenletExit, get_hub, getcurrent
+from gevent import get_hub, getcurrent
 
 from greenpool import _fork
 from greenpool._checks import check_seconds
-from greenpool._entry import Entry, failure
+from greenpool._entry import Entry, spoiled
 from greenpool.errors import PoolError
 from greenpool.pool import C, ClientPool, _close_quietly
 from greenpool.stats import PoolStats
@@ -48,13 +49,14 @@ class MappedStats(PoolStats):
 class _Mapping(Generic[C]):
     """One greenlet's client, and what that greenlet's reserve blocks did with it."""
 
-    __slots__ = ("broken", "depth", "entry", "gone")
+    __slots__ = ("broken", "depth", "entry", "gone", "returned")
 
     def __init__(self, entry: Entry[C]) -> None:
         self.entry = entry  # the pool's record of the client, and its process generation
         self.depth = 0  # reserve blocks of the greenlet open now
-        self.broken: type[BaseException] | None = None  # what interrupted a block
+        self.broken: str | None = None  # why the client may not be lent again
         self.gone: weakref.ref[Any] | None = None  # a raw greenlet's death hook
+        self.returned = False  # handed back to the pool: never again
 
 
 class MappedReservation(Generic[C]):
@@ -71,9 +73,15 @@ class MappedReservation(Generic[C]):
     def __init__(self, mapped: GreenletMappedPool[C], timeout: float | None) -> None:
         self._mapped = mapped
         self._timeout = timeout
+        self._mapping: _Mapping[C] | None = None
 
     def __enter__(self) -> C:
         mapped = self._mapped
+        if self._mapping is not None:
+            raise PoolError(
+                f"this reservation of pool {mapped._pool.name!r} is already entered: "
+                f"call reserve() for each with-block"
+            )
         mapping = mapped._mappings.get(id(getcurrent()))
         if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool._closed:
             mapping = mapped._map(self._timeout)
@@ -88,13 +96,18 @@ class MappedReservation(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         mapping = self._mapping
+        if mapping is None:
+            return  # entered by another block that holds it, which failed
+        self._mapping = None
         mapping.depth -= 1
-        if exc_type is not None and failure(exc_type) is not None:
-            mapping.broken = exc_type
-            if mapping.depth:
+        reason = spoiled(mapping.entry, exc_type)
+        if reason is not None:
+            mapping.broken = reason
+            if mapping.depth and not mapping.entry.tracked:
                 # An outer block of this greenlet still holds the client. Drop the
                 # connection now, so that block's next command reconnects instead
-                # of reading the interrupted reply; discard it when that block ends.
+                # of reading the interrupted reply (a greenpool Client did so at the
+                # cut already); discard it when that block ends.
                 _close_quietly(mapping.entry.client, self._mapped._pool.name)
         if not mapping.depth and (mapping.broken is not None or mapping.entry.epoch != _fork.epoch):
             self._mapped._release(mapping)
@@ -159,10 +172,10 @@ class GreenletMappedPool(Generic[C]):
         A greenlet that already holds a client gets it at once, whatever
         *timeout* says, nested blocks included.
 
-        The client stays with the greenlet after the block. If the block was
-        left by an interruption (``gevent.Timeout``, a kill) or by a socket or
-        protocol error, the client is discarded instead, and the greenlet's
-        next reserve takes a new one.
+        The client stays with the greenlet after the block. If one of its
+        commands was cut off (by a ``gevent.Timeout``, a kill, a socket error...),
+        the client is discarded instead, and the greenlet's next reserve takes a
+        new one.
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
@@ -228,7 +241,9 @@ class GreenletMappedPool(Generic[C]):
                 unlink(self._on_finished)
         # else: mapped before a fork, and forgotten since; _put closes it.
         mapping.gone = None
-        self._pool._put(mapping.entry, mapping.broken)
+        if not mapping.returned:
+            mapping.returned = True
+            self._pool._put(mapping.entry, mapping.broken)
 
     def _greenlet_finished(self, greenlet: Any) -> None:
         """The rawlink of a gevent Greenlet. It runs in the hub: never blocks or raises."""
@@ -253,9 +268,13 @@ class GreenletMappedPool(Generic[C]):
 
     def _give_back(self, mapping: _Mapping[C]) -> None:
         """Hand an ended greenlet's client back, from the hub. Never raises."""
-        # A block cannot outlive its greenlet; if one was left open anyway, treat
-        # it as interrupted.
-        broken = mapping.broken or (GreenletExit if mapping.depth else None)
+        # A block cannot outlive its greenlet; if one was left open anyway (a
+        # generator suspended inside it), its client may still be used there:
+        # never lend it again. Its later exit finds it returned already.
+        broken = mapping.broken or ("interrupted" if mapping.depth else None)
+        if mapping.returned:
+            return
+        mapping.returned = True
         try:
             self._pool._put(mapping.entry, broken)
         except Exception:

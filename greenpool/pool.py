@@ -2,17 +2,21 @@
 
 The data path of one reservation, all in this file::
 
-    reserve() -> Reservation.__enter__ -> _get: pop a slot, or wait for one
-              -> a None slot means "create a client now" (_create)
-              -> an idle one past its limits is replaced first (_prepare)
+    reserve() -> Reservation.__enter__ -> _get: the warmest idle client, or a slot
+                 not yet filled, or wait for one
+              -> idle: its connection closed or holding unread bytes? reconnect it
+              -> an empty slot: create a client now (_create); an idle one past
+                 its limits is replaced first (_prepare)
     with-body uses the client
-    Reservation.__exit__ -> _put: interrupted or broken? discard, keep the slot
+    Reservation.__exit__ -> spoiled (a command cut off, or the block broken)? discard,
+                            keep the slot (_put)
                          -> _put_slot: to the oldest waiter, or back on the stack
 
-Slots live in a deque: placeholders (``None``) on the left, idle entries on the
-right, so the most recently returned client is reused first and a new one is
-made only when no idle one exists (urllib3's ``LifoQueue`` of ``None``, made
-fair, see :meth:`ClientPool._put_slot`).
+Idle entries live in a deque, the most recently returned on the right, so it
+is reused first; slots with no client yet are only a count (``_unmade``), so a
+new client is made only when no idle one exists, and a huge *maxsize* costs
+nothing (urllib3's ``LifoQueue`` of ``None`` placeholders, made fair, see
+:meth:`ClientPool._put_slot`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Optional, Protocol, TypeVar
 
+import gevent
 from gevent.monkey import get_original
 
 from greenpool import _fork, _leaks
-from greenpool._checks import check_seconds, check_size
-from greenpool._entry import Entry, failure, server_gone
+from greenpool._checks import check_bool, check_seconds, check_size
+from greenpool._entry import Entry, spoiled
 from greenpool._waiters import Waiters
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.stats import DISCARD_REASONS, PoolStats
@@ -65,8 +70,10 @@ class Reservation(Generic[C]):
     """The context manager :meth:`ClientPool.reserve` returns.
 
     Entering it takes a client from the pool; leaving it puts the client back,
-    or discards it when the block was left by an interruption or a connection
-    error.
+    or discards it when one of its commands was cut off (or, for a client that
+    does not keep its connection's state, when the block was left by an
+    interruption or a connection error). A reservation is entered by one block
+    at a time.
     """
 
     __slots__ = ("_block", "_entry", "_pool", "_timeout")
@@ -75,8 +82,14 @@ class Reservation(Generic[C]):
         self._pool = pool
         self._block = block
         self._timeout = timeout
+        self._entry: Optional[Entry[C]] = None
 
     def __enter__(self) -> C:
+        if self._entry is not None:
+            raise PoolError(
+                f"this reservation of pool {self._pool.name!r} is already entered: "
+                f"call reserve() for each with-block"
+            )
         self._entry = entry = self._pool._get(self._block, self._timeout)
         return entry.client
 
@@ -86,7 +99,11 @@ class Reservation(Generic[C]):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self._pool._put(self._entry, exc_type)
+        entry = self._entry
+        if entry is None:
+            return  # entered by another block that holds it, which failed
+        self._entry = None
+        self._pool._put(entry, spoiled(entry, exc_type))
 
 
 class ClientPool(Generic[C]):
@@ -118,8 +135,8 @@ class ClientPool(Generic[C]):
     :meth:`reserve` fails at once with :class:`~greenpool.PoolOverloaded`.
 
     The pool belongs to the OS thread that first reserves from it (that
-    thread's gevent hub); using it from another thread raises
-    :class:`~greenpool.PoolError`. After a fork, the child never reuses a
+    thread's gevent hub); any other thread gets :class:`~greenpool.PoolError`
+    from every method but :meth:`stats`. After a fork, the child never reuses a
     client its parent created.
     """
 
@@ -144,6 +161,8 @@ class ClientPool(Generic[C]):
             )
         if check is not None and not callable(check):
             raise TypeError(f"check must be a callable taking a client, not {type(check).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         self._factory = factory
         self._maxsize = check_size("maxsize", maxsize)
         self.timeout = check_seconds("timeout", timeout)
@@ -160,14 +179,14 @@ class ClientPool(Generic[C]):
         # Whether an idle entry needs a look before it is lent again.
         self._vetting = not (self._max_idle is None and self._max_lifetime is None
                              and self._check_after is None)  # fmt: skip
-        self._slots: deque[Optional[Entry[C]]] = deque([None] * self._maxsize)
+        self._idle: deque[Entry[C]] = deque()  # the warmest on the right
+        self._unmade = self._maxsize  # slots with no client yet
         self._waiters: Waiters[Optional[Entry[C]]] = Waiters()
         self._excess = 0  # clients in use beyond maxsize after a shrink
         self._closed = False
         self._attention = False  # closed, or forked since last used: see _check_usable
         self._thread: Optional[int] = None
         self._epoch = _fork.epoch
-        self._generation = 0
         self._in_use = 0
         self._created = 0
         self._discards = dict.fromkeys(DISCARD_REASONS, 0)
@@ -208,12 +227,14 @@ class ClientPool(Generic[C]):
         :class:`~greenpool.PoolOverloaded`; after :meth:`close`,
         :class:`~greenpool.PoolClosed`.
 
-        The client goes back when the block ends. If the block was left by an
-        interruption (``gevent.Timeout``, a kill, ``KeyboardInterrupt``) or by a
-        socket or protocol error, the client is closed and its slot refilled
-        with a new client on demand: a half-read reply never reaches the next
-        user.
+        The client goes back when the block ends. A client one of whose commands
+        was cut off (by a ``gevent.Timeout``, a kill, a socket error, a failing
+        deserializer...), even if the block caught that, is closed, and its slot
+        refilled with a new client on demand: a half-read reply never reaches
+        the next user.
         """
+        if block is not True and block is not False:
+            check_bool("block", block)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         return Reservation(self, block, timeout)
@@ -233,10 +254,9 @@ class ClientPool(Generic[C]):
 
         check_size("n_slots", n_slots, minimum=0)
         self._check_usable()
-        free = self._slots.count(None)
-        if n_slots > free:
+        if n_slots > self._unmade:
             raise ValueError(
-                f"n_slots={n_slots} exceeds the {free} clients pool {self.name!r} may "
+                f"n_slots={n_slots} exceeds the {self._unmade} clients pool {self.name!r} may "
                 f"still create (maxsize={self._maxsize}, size={self._live()})"
             )
         make: Callable[[], C] = self._factory if client is None else cloner(client)
@@ -244,8 +264,8 @@ class ClientPool(Generic[C]):
             now = _monotonic()
             entry = self._new_entry(make, now)
             entry.since = now
-            self._slots.popleft()  # a placeholder: they sit on the left
-            self._slots.append(entry)
+            self._unmade -= 1
+            self._idle.appendleft(entry)  # cold: idle ones already warm stay first
 
     def resize(self, maxsize: int) -> None:
         """Change *maxsize* at run time.
@@ -257,21 +277,24 @@ class ClientPool(Generic[C]):
         check_size("maxsize", maxsize)
         self._check_usable()
         grow, self._maxsize = maxsize - self._maxsize, maxsize
-        absorbed = min(self._excess, max(grow, 0))
-        self._excess -= absorbed
-        for _ in range(grow - absorbed):
-            if self._waiters:
+        if grow >= 0:
+            absorbed = min(self._excess, grow)
+            self._excess -= absorbed
+            grow -= absorbed
+            while grow and self._waiters:
                 self._in_use += 1
                 self._waiters.hand(None)
-            else:
-                self._slots.appendleft(None)
+                grow -= 1
+            self._unmade += grow
+            return
         shrink = -grow
-        while shrink > 0 and self._slots:
-            entry = self._slots.popleft()  # placeholders first, then the coldest idle
-            if entry is not None:
-                self._discard(entry, "resized")
+        dropped = min(shrink, self._unmade)  # slots with no client first
+        self._unmade -= dropped
+        shrink -= dropped
+        while shrink and self._idle:
+            self._discard(self._idle.popleft(), "resized")  # then the coldest idle
             shrink -= 1
-        self._excess += max(shrink, 0)
+        self._excess += shrink
 
     def disconnect_idle(self) -> None:
         """Close the connections of idle clients; each reconnects on its next command.
@@ -280,9 +303,9 @@ class ClientPool(Generic[C]):
         is counted as discarded (pymemcache's ``PooledClient.close``, which
         Django calls after every request, means this).
         """
-        for entry in self._slots:
-            if entry is not None:
-                _close_quietly(entry.client, self.name)
+        self._check_thread()
+        for entry in self._idle:
+            _close_quietly(entry.client, self.name)
 
     def close(self) -> None:
         """Close idle clients now and clients in use when they come back.
@@ -290,14 +313,13 @@ class ClientPool(Generic[C]):
         Greenlets waiting for a client get :class:`~greenpool.PoolClosed`, and
         so does every later :meth:`reserve`. Closing twice is harmless.
         """
+        self._check_thread()
         if self._closed:
             return
         self._closed = self._attention = True
         self._waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
-        while self._slots:
-            entry = self._slots.pop()
-            if entry is not None:
-                self._discard(entry, "closed")
+        while self._idle:
+            self._discard(self._idle.pop(), "closed")
 
     def __enter__(self) -> ClientPool[C]:
         return self
@@ -306,15 +328,17 @@ class ClientPool(Generic[C]):
         self.close()
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats")."""
-        if self._epoch != _fork.epoch:
-            self._after_fork()
+        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats").
+
+        Unlike the other methods, this one may be called from any thread (a
+        metrics exporter's, say): it only reads.
+        """
         discards = self._discards
         return PoolStats(
             maxsize=self._maxsize,
             size=self._live(),
-            idle=len(self._slots) - self._slots.count(None),
-            in_use=self._in_use,
+            idle=len(self._idle),
+            in_use=self._in_use if self._epoch == _fork.epoch else 0,
             waiting=len(self._waiters),
             created=self._created,
             discarded=sum(discards.values()),
@@ -343,14 +367,21 @@ class ClientPool(Generic[C]):
         """Take an entry: the warmest idle one, a new one, or one handed over."""
         if self._attention or self._thread != _thread_ident():
             self._check_usable()
-        if self._slots:
-            entry = self._slots.pop()
+        entry: Optional[Entry[C]]
+        if self._idle:
+            entry = self._idle.pop()
             self._in_use += 1
+        elif self._unmade:
+            self._unmade -= 1
+            self._in_use += 1
+            entry = None
         else:
             entry = self._wait(block, timeout)  # counted in _in_use by the giver
         now = _monotonic()
-        if entry is None or self._vetting or entry.generation != self._generation:
+        if entry is None or self._vetting:
             entry = self._prepare(entry, now)
+        elif entry.probe is not None and entry.probe():
+            self._reconnect(entry)
         self._reserves += 1
         entry.since = now
         if self._leaks is not None:
@@ -358,23 +389,32 @@ class ClientPool(Generic[C]):
         return entry
 
     def _prepare(self, entry: Optional[Entry[C]], now: float) -> Entry[C]:
-        """Make the slot just taken lendable: create into a placeholder; reconnect
-        a client older than the last server failure; replace one past its limits."""
-        while entry is not None:
-            if entry.generation != self._generation:
-                _close_quietly(entry.client, self.name)  # pymemcache reconnects on use
-                entry.generation = self._generation
-                self._reconnects += 1
-            reason = self._expired(entry, now) or self._checked(entry, now)
-            if reason is None:
-                return entry
-            self._discard(entry, reason)
-            if self._slots and self._slots[-1] is not None:
-                self._slots.appendleft(None)  # trade our placeholder for the next idle one
-                entry = self._slots.pop()
-            else:
-                entry = None
-        return self._create(now)
+        """Make the slot just taken lendable: create into an empty slot; replace an
+        idle client past its limits. Whatever interrupts this gives the slot back."""
+        try:
+            while entry is not None:
+                if entry.probe is not None and entry.probe():
+                    self._reconnect(entry)
+                reason = self._expired(entry, now) or self._checked(entry, now)
+                if reason is None:
+                    return entry
+                failed, entry = entry, None  # the slot is ours, with no client in it
+                self._discard(failed, reason)
+                if self._idle:  # trade the empty slot for the next idle client
+                    self._unmade += 1
+                    entry = self._idle.pop()
+            return self._new_entry(self._factory, now)
+        except BaseException:
+            if entry is not None:
+                self._discard(entry, "interrupted")
+            self._put_slot(None)
+            raise
+
+    def _reconnect(self, entry: Entry[C]) -> None:
+        """Close an idle connection found closed by the server or holding bytes
+        nobody asked for: the client reconnects on its next command."""
+        _close_quietly(entry.client, self.name)
+        self._reconnects += 1
 
     def _expired(self, entry: Entry[C], now: float) -> Optional[str]:
         if now >= entry.expires:
@@ -384,27 +424,35 @@ class ClientPool(Generic[C]):
         return None
 
     def _checked(self, entry: Entry[C], now: float) -> Optional[str]:
-        """Run the liveness check on a client idle past check_after_idle."""
+        """Run the liveness check on a client idle past check_after_idle.
+
+        The check runs in a greenlet of its own, so that whatever it raises,
+        its own ``gevent.Timeout`` included, is a failed check, while an
+        interruption aimed at the caller (who waits for it) propagates.
+        """
         if self._check_after is None or now - entry.since < self._check_after:
             return None
-        try:
-            self._check(entry.client)
-        except Exception:
-            log.info("pool %r: a client failed its check and is replaced", self.name)
-            return "check_failed"
-        except BaseException:
-            self._discard(entry, "interrupted")
-            self._put_slot(None)
-            raise
-        return None
+        outcome: list[Optional[BaseException]] = []
 
-    def _create(self, now: float) -> Entry[C]:
-        """Fill the placeholder this reservation holds, or give it back on failure."""
+        def check() -> None:
+            try:
+                self._check(entry.client)
+            except BaseException as exc:  # the check's own failure, whatever it is
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        job = gevent.spawn(check)
         try:
-            return self._new_entry(self._factory, now)
+            job.join()
         except BaseException:
-            self._put_slot(None)
+            job.kill(block=False)
             raise
+        error = outcome[0] if outcome else job.exception
+        if error is None:
+            return None
+        log.info("pool %r: a client failed its check (%r) and is replaced", self.name, error)
+        return "check_failed"
 
     def _new_entry(self, make: Callable[[], C], now: float) -> Entry[C]:
         client = make()
@@ -414,29 +462,27 @@ class ClientPool(Generic[C]):
         if self._max_lifetime is not None:
             expires = now + self._max_lifetime * random.uniform(0.95, 1.0)
         self._created += 1
-        return Entry(client, _fork.epoch, self._generation, expires)
+        return Entry(client, _fork.epoch, expires)
 
-    def _put(self, entry: Entry[C], exc_type: Optional[type[BaseException]]) -> None:
-        """Take back a lent entry; *exc_type* is the exception that ended its use."""
+    def _put(self, entry: Entry[C], reason: Optional[str]) -> None:
+        """Take back a lent entry; *reason* says why it may not be lent again."""
         now = _monotonic()
         self._usage_s += now - entry.since
         entry.since = now
         if entry.leak is not None:
             _leaks.LeakWatch.stop(entry)
-        if exc_type is not None or now >= entry.expires or entry.epoch != _fork.epoch:
-            self._put_back_unusual(entry, exc_type, now)
+        if reason is not None or now >= entry.expires or entry.epoch != _fork.epoch:
+            self._put_back_unusual(entry, reason, now)
         elif self._waiters or self._excess or self._closed:
             self._put_slot(entry)
         else:  # the common case, inlined from _put_slot
             self._in_use -= 1
-            self._slots.append(entry)
+            self._idle.append(entry)
             if self._max_idle is not None:
                 self._trim(now)
 
-    def _put_back_unusual(
-        self, entry: Entry[C], exc_type: Optional[type[BaseException]], now: float
-    ) -> None:
-        """Take back an entry lent before a fork, ended by a failure, or expired."""
+    def _put_back_unusual(self, entry: Entry[C], reason: Optional[str], now: float) -> None:
+        """Take back an entry lent before a fork, spoiled, or expired."""
         if entry.epoch != _fork.epoch:
             # Lent before a fork: the parent owns its socket. Our own slots were
             # renewed by _after_fork, so only drop our file descriptor.
@@ -444,20 +490,14 @@ class ClientPool(Generic[C]):
                 self._after_fork()
             _close_quietly(entry.client, self.name)
             return
-        reason = None if exc_type is None else failure(exc_type)
-        if reason is None and now < entry.expires:  # the application's own exception
-            self._put_slot(entry)
-            return
         if reason == "error":
             self._connection_errors += 1
-            if server_gone(exc_type) and entry.generation == self._generation:  # type: ignore[arg-type]
-                self._generation += 1  # reconnect every idle client made before this
         self._discard(entry, reason or "lifetime")
         self._put_slot(None)
 
     def _put_slot(self, slot: Optional[Entry[C]]) -> None:
-        """Hand *slot* to the oldest waiter (which keeps the pool fair, see
-        greenpool._waiters), or push it back."""
+        """Hand *slot* (``None``: an empty one) to the oldest waiter, which keeps
+        the pool fair (see greenpool._waiters), or push it back."""
         if self._excess:  # the pool shrank while this was lent
             self._excess -= 1
             self._in_use -= 1
@@ -471,9 +511,9 @@ class ClientPool(Generic[C]):
                 if slot is not None:
                     self._discard(slot, "closed")
             elif slot is None:
-                self._slots.appendleft(None)
+                self._unmade += 1
             else:
-                self._slots.append(slot)
+                self._idle.append(slot)
 
     def _live(self) -> int:
         """The clients that exist now: every one created and not yet discarded."""
@@ -486,13 +526,11 @@ class ClientPool(Generic[C]):
     def _trim(self, now: float) -> None:
         """Close the coldest idle client if it idled past max_idle: the pool
         shrinks toward demand while it is used, one client per return."""
-        coldest = self._slots.count(None)
-        if coldest < len(self._slots):
-            entry = self._slots[coldest]
-            if entry is not None and now - entry.since > self._max_idle:  # type: ignore[operator]
-                del self._slots[coldest]
-                self._slots.appendleft(None)
-                self._discard(entry, "idle")
+        coldest = self._idle[0]
+        if now - coldest.since > self._max_idle:  # type: ignore[operator]
+            self._idle.popleft()
+            self._unmade += 1
+            self._discard(coldest, "idle")
 
     # -- waiting and checks ------------------------------------------------------
 
@@ -533,21 +571,27 @@ class ClientPool(Generic[C]):
             raise PoolClosed(f"pool {self.name!r} is closed; reserve() needs an open pool")
         if self._epoch != _fork.epoch:
             self._after_fork()
+        self._check_thread()
+        self._thread = _thread_ident()
+
+    def _check_thread(self) -> None:
+        """Refuse a thread other than the one the pool belongs to (if any yet)."""
         ident = _thread_ident()
-        if ident != self._thread:
-            if self._thread is not None:
-                raise PoolError(
-                    f"pool {self.name!r} belongs to thread {self._thread} (its gevent "
-                    f"hub) and was used from thread {ident}; create one pool per thread"
-                )
-            self._thread = ident
+        if self._thread is not None and ident != self._thread:
+            if self._epoch != _fork.epoch:
+                return  # a forked child's only thread: _after_fork forgets the parent's
+            raise PoolError(
+                f"pool {self.name!r} belongs to thread {self._thread} (its gevent "
+                f"hub) and was used from thread {ident}; create one pool per thread"
+            )
 
     def _after_fork(self) -> None:
         """Forget the parent's clients: they share sockets with the parent."""
-        parents = [entry for entry in self._slots if entry is not None]
+        parents = list(self._idle)
         self._discards["fork"] += self._live()  # so the parent's clients count out of size
         self._in_use = self._excess = 0
-        self._slots = deque([None] * self._maxsize)
+        self._idle = deque()
+        self._unmade = self._maxsize
         self._thread = None
         self._epoch = _fork.epoch
         self._attention = self._closed
