@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: test lint types pytest memcached wrk demo serve bench clean
+.PHONY: test lint types pytest memcached nutcracker wrk demo serve bench clean
 
 $(BIN)/python:
 	tools/ensure-venv $(PYTHON) $(VENV)
@@ -27,6 +27,9 @@ $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
 memcached:
 	@tools/ensure-memcached
 
+nutcracker:
+	@tools/ensure-nutcracker
+
 wrk:
 	@tools/ensure-wrk
 
@@ -40,7 +43,7 @@ lint: $(VENV)/.installed-test
 types: $(VENV)/.installed-test
 	$(BIN)/mypy greenpool examples tools/demo.py benchmarks
 
-pytest: $(VENV)/.installed-test memcached
+pytest: $(VENV)/.installed-test memcached nutcracker
 	$(BIN)/pytest
 
 demo: $(VENV)/.installed-demo memcached
