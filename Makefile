@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: test lint types pytest memcached nutcracker wrk demo serve bench clean
+.PHONY: test lint types pytest memcached nutcracker libmemcached wrk demo serve bench clean
 
 $(BIN)/python:
 	tools/ensure-venv $(PYTHON) $(VENV)
@@ -30,6 +30,9 @@ memcached:
 nutcracker:
 	@tools/ensure-nutcracker
 
+libmemcached:
+	@tools/ensure-libmemcached
+
 wrk:
 	@tools/ensure-wrk
 
@@ -43,7 +46,7 @@ lint: $(VENV)/.installed-test
 types: $(VENV)/.installed-test
 	$(BIN)/mypy greenpool examples tools/demo.py benchmarks
 
-pytest: $(VENV)/.installed-test memcached nutcracker
+pytest: $(VENV)/.installed-test memcached nutcracker libmemcached
 	$(BIN)/pytest
 
 demo: $(VENV)/.installed-demo memcached
