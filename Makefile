@@ -55,7 +55,7 @@ demo: $(VENV)/.installed-demo memcached
 serve: $(VENV)/.installed-demo memcached
 	$(BIN)/python examples/wsgi_app.py --port $(PORT)
 
-bench: $(VENV)/.installed-bench memcached wrk
+bench: $(VENV)/.installed-bench memcached nutcracker wrk
 	$(BIN)/python -m benchmarks
 
 clean:
