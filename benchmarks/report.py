@@ -205,6 +205,18 @@ def targets(results: Results) -> list[tuple[bool, str]]:
     return found
 
 
+def cluster_targets(results: Results) -> list[tuple[bool, str]]:
+    """Issue 14's target: HashClient over 3 servers against one server's PooledClient."""
+    rows = {w["key"]: w for w in results["workloads"]}["cluster"]["rows"]
+    single = "greenpool.PooledClient(16)"
+    found = []
+    for name in ("greenpool.HashClient(16), 3 servers", "greenpool.PooledClient(16), nutcracker"):
+        ratio = _ratio_to(rows, name, single) or 0.0
+        target = " (target ≥ 0.85×)" if "HashClient" in name else ""
+        found.append((ratio >= 0.85 or not target, f"{name}: {ratio:.2f}× {single}{target}"))
+    return found
+
+
 # -- the report ------------------------------------------------------------------------
 
 
@@ -258,6 +270,15 @@ def markdown(results: Results) -> str:
             "## Targets (issue 6)",
             "\n".join(
                 f"- {'met' if ok else '**missed**'}: {text}" for ok, text in targets(results)
+            ),
+        ]
+    if "cluster" in ran:
+        parts += [
+            "## Clusters (issue 14)",
+            "Median of per-round ratios to greenpool.PooledClient(16) on one server.",
+            "\n".join(
+                f"- {'met' if ok else '**missed**'}: {text}"
+                for ok, text in cluster_targets(results)
             ),
         ]
     return "\n\n".join(parts) + "\n"

@@ -6,7 +6,8 @@ children never share their parent's connections. ``ClientPool`` lends clients
 for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
-lent for it.
+lent for it; ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama``
+place a cluster's keys as pymemcache, pylibmc and twemproxy do.
 """
 
 import logging
@@ -16,8 +17,10 @@ from greenpool.cluster import HashClient
 from greenpool.connection import Client
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import CLIENT_DEFAULTS, client_factory
+from greenpool.ketama import LibmemcachedKetama, TwemproxyKetama
 from greenpool.mapped import GreenletMappedPool, MappedStats
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reservation
+from greenpool.rendezvous import RendezvousHash
 from greenpool.stats import PoolStats
 
 __version__ = "0.1.0"
@@ -34,6 +37,7 @@ __all__ = [
     "ClientPool",
     "GreenletMappedPool",
     "HashClient",
+    "LibmemcachedKetama",
     "MappedStats",
     "PoolClosed",
     "PoolError",
@@ -41,7 +45,9 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PooledClient",
+    "RendezvousHash",
     "Reservation",
+    "TwemproxyKetama",
     "__version__",
     "client_factory",
 ]
