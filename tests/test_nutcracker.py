@@ -26,9 +26,6 @@ from tests.waiting import wait_until
 
 Key = Callable[[str], str]
 StartNutcracker = Callable[..., Nutcracker]
-PENDING_ISSUE_10 = pytest.mark.xfail(
-    strict=True, reason="fixed by the connection-state client of issue 10"
-)
 
 
 def _client(address: tuple[str, int]) -> Client:
@@ -106,7 +103,6 @@ def test_through_nutcracker_get_many_fails_whole_when_one_backend_is_down(
     client.close()
 
 
-@PENDING_ISSUE_10
 def test_a_server_error_from_nutcracker_keeps_the_pooled_connection(
     start_nutcracker: StartNutcracker, proxy_to: Callable[..., FaultProxy], key: Key
 ) -> None:
@@ -126,7 +122,6 @@ def test_a_server_error_from_nutcracker_keeps_the_pooled_connection(
     assert mc.pool_stats()["discarded"] == 0
 
 
-@PENDING_ISSUE_10
 def test_memcacheds_own_server_error_keeps_the_pooled_connection(
     own_memcached: MemcachedServer, key: Key
 ) -> None:
@@ -143,7 +138,6 @@ def test_memcacheds_own_server_error_keeps_the_pooled_connection(
     assert mc.pool_stats()["discarded"] == 0
 
 
-@PENDING_ISSUE_10
 def test_a_command_nutcracker_rejects_costs_only_its_own_connection(
     three_memcacheds: list[MemcachedServer],
     start_nutcracker: StartNutcracker,
@@ -172,7 +166,6 @@ def _closed_by_peer(client: Client) -> bool:
     return bool(readable)  # nothing was sent that would be answered: EOF
 
 
-@PENDING_ISSUE_10
 def test_a_noreply_write_after_flush_all_through_nutcracker_is_not_lost(
     three_memcacheds: list[MemcachedServer], start_nutcracker: StartNutcracker, key: Key
 ) -> None:
