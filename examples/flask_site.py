@@ -3,7 +3,7 @@
 Its cache is ``greenpool.flask_caching.MemcachedCache``: every request greenlet
 of a worker process shares one pool of at most ``$GREENPOOL_POOL_SIZE`` (8)
 connections to the memcached at ``$GREENPOOL_MEMCACHED``. From the repository's
-root, with the ``flask`` and ``demo`` extras installed::
+root, with the ``flask`` extra and gunicorn installed::
 
     GREENPOOL_MEMCACHED=127.0.0.1:11211 gunicorn -k gevent -w 2 examples.flask_site:app
 
