@@ -6,7 +6,9 @@ children never share their parent's connections. ``ClientPool`` lends clients
 for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
-lent for it.
+lent for it. ``greenpool.django`` and ``greenpool.flask_caching`` hold cache
+backends for Django and Flask-Caching; they are not imported here, and need
+the ``django`` and ``flask`` extras.
 """
 
 import logging

@@ -132,7 +132,7 @@ class MemcachedCache(FlaskMemcachedCache):
     def _make_client(self) -> HashClient:
         return cluster_client(self.servers, self.options)
 
-    @contextlib.contextmanager  # type: ignore[misc]
+    @contextlib.contextmanager
     def _client_context(self) -> Iterator[HashClient]:  # cachelib's methods use this
         yield self.client
 

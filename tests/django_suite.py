@@ -2,7 +2,7 @@
 
 ::
 
-    python -m tests.django_suite --location HOST:PORT[,HOST:PORT] --report FILE
+    python -m tests.django_suite --location HOST:PORT[,HOST:PORT] --report FILE --workdir DIR
 
 It runs in a process of its own (Django's settings are configured once per
 process) and writes what ran to FILE as JSON. The tests are Django's
@@ -28,17 +28,18 @@ import django
 from django.conf import settings
 from django.test.runner import DiscoverRunner
 
-from tests.sdist import BUILD, sdist_files
+from tests.sdist import sdist_files
 
 STOCK = "django.core.cache.backends.memcached.PyMemcacheCache"
 GREENPOOL = "greenpool.django.MemcachedCache"
 SUITE = "cache.tests.PyMemcacheCacheTests"
 
 
-def cache_app() -> Path:
-    """A directory holding Django's ``cache`` test app, the backend substituted."""
+def cache_app(directory: Path) -> Path:
+    """Write Django's ``cache`` test app into *directory*, the backend substituted;
+    return *directory*, for ``sys.path``. Each run writes its own copy."""
     source = sdist_files("Django", ["tests/cache"]) / "tests" / "cache"
-    app = BUILD / "django-suite" / f"django-{django.__version__}" / "cache"
+    app = directory / "cache"
     app.mkdir(parents=True, exist_ok=True)
     for path in source.glob("*.py"):
         text = path.read_text()
@@ -46,7 +47,7 @@ def cache_app() -> Path:
             assert text.count(f'"{STOCK}"') == 1, f"Django's {path} no longer names {STOCK} once"
             text = text.replace(f'"{STOCK}"', f'"{GREENPOOL}"')
         (app / path.name).write_text(text)
-    return app.parent
+    return directory
 
 
 class Runner(DiscoverRunner):
@@ -63,8 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--location", required=True, help="Django's LOCATION")
     parser.add_argument("--report", required=True, type=Path)
+    parser.add_argument("--workdir", required=True, type=Path, help="where to write the tests")
     args = parser.parse_args()
-    sys.path.insert(0, str(cache_app()))
+    sys.path.insert(0, str(cache_app(args.workdir)))
     settings.configure(
         SECRET_KEY="greenpool-django-suite",
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "cache"],

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.memcached import MemcachedServer
+from tests.sdist import sdist_files
 from tests.wsgi import REPO
 
 # Django's memcached tests skip these three: memcached does its own eviction.
@@ -26,12 +27,12 @@ CULLING = {"test_cull", "test_cull_delete_when_store_empty", "test_zero_cull"}
 class SuiteRun:
     """One run of tests/django_suite.py, started at once and awaited in :meth:`report`."""
 
-    def __init__(self, servers: list[MemcachedServer], report: Path) -> None:
+    def __init__(self, servers: list[MemcachedServer], directory: Path) -> None:
         self.location = ",".join(f"{server.host}:{server.port}" for server in servers)
-        self.report_path = report
+        self.report_path = directory / "report.json"
         command = [sys.executable, "-m", "tests.django_suite", "--location", self.location]
         self.process = subprocess.Popen(
-            [*command, "--report", str(report)],
+            [*command, "--report", str(self.report_path), "--workdir", str(directory)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -48,12 +49,12 @@ class SuiteRun:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SuiteRun]]:
+    sdist_files("Django", ["tests/cache"])  # fetched once, before the two runs read it
     servers = [MemcachedServer().start() for _ in range(3)]
-    directory = tmp_path_factory.mktemp("django-suite")
     started: dict[str, SuiteRun] = {}
     try:
-        started["one server"] = SuiteRun(servers[:1], directory / "one.json")
-        started["two servers"] = SuiteRun(servers[1:], directory / "two.json")
+        started["one server"] = SuiteRun(servers[:1], tmp_path_factory.mktemp("one-server"))
+        started["two servers"] = SuiteRun(servers[1:], tmp_path_factory.mktemp("two-servers"))
         yield started
     finally:
         for run in started.values():
