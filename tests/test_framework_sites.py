@@ -120,6 +120,18 @@ def check_answers(answers: list[Any], atomic_counts: bool) -> int:
     return sum(max(numbers) for numbers in visits.values())
 
 
+def check_django_stats(server: Server, backend: str) -> None:
+    """The Django site's /_stats: a worker's backend and its pool, within its bound."""
+    status, stats = get(server, "/_stats")
+    assert status == 200 and isinstance(stats["pid"], int), stats
+    if backend == "stock":
+        assert stats["backend"].endswith(".PyMemcacheCache") and stats["pools"] == {}, stats
+        return
+    assert stats["backend"] == "greenpool.django.MemcachedCache", stats
+    (pool,) = stats["pools"].values()
+    assert pool["maxsize"] == POOL_SIZE and 1 <= pool["created"] <= POOL_SIZE, pool
+
+
 @pytest.mark.parametrize("backend", ["greenpool", "stock"])
 @pytest.mark.parametrize("framework", ["django", "flask"])
 def test_a_site_under_load_answers_right_on_bounded_connections(
@@ -137,6 +149,8 @@ def test_a_site_under_load_answers_right_on_bounded_connections(
         answers, peak = load(server, own_memcached, paths(squares=framework == "flask"))
         after = own_memcached.stats()
         kept = int(after["curr_connections"]) - 1  # less the stats connection itself
+        if framework == "django":
+            check_django_stats(server, backend)
     finally:
         server.stop()
     counted = check_answers(answers, backend == "greenpool" or site.atomic_counts_when_stock)

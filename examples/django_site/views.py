@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.http import JsonResponse
 
 
@@ -24,10 +24,11 @@ def echo(request: Any, token: str) -> JsonResponse:
 
 def stats(request: Any) -> JsonResponse:
     """This worker's pid, its cache backend, and (greenpool's) its pools' stats."""
-    client = cache._cache
+    backend = caches["default"]
     pools = {
         server: dict(pooled.pool_stats())
-        for server, pooled in getattr(client, "clients", {}).items()
-        if hasattr(pooled, "pool_stats")
+        for server, pooled in backend._cache.clients.items()
+        if hasattr(pooled, "pool_stats")  # greenpool's PooledClient
     }
-    return JsonResponse({"pid": os.getpid(), "backend": type(cache).__name__, "pools": pools})
+    name = f"{type(backend).__module__}.{type(backend).__name__}"
+    return JsonResponse({"pid": os.getpid(), "backend": name, "pools": pools})
