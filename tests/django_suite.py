@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import django
-from django.conf import settings
 from django.test.runner import DiscoverRunner
 
 from tests.sdist import sdist_files
@@ -67,6 +66,10 @@ def main() -> int:
     parser.add_argument("--workdir", required=True, type=Path, help="where to write the tests")
     args = parser.parse_args()
     sys.path.insert(0, str(cache_app(args.workdir)))
+    # Imported here: pytest's doctest collection, which imports this module,
+    # would otherwise ask the unconfigured settings for attributes, and fail.
+    from django.conf import settings
+
     settings.configure(
         SECRET_KEY="greenpool-django-suite",
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "cache"],
