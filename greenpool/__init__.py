@@ -8,6 +8,9 @@ its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
 lent for it; ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama``
 place a cluster's keys as pymemcache, pylibmc and twemproxy do.
+``greenpool.django`` and ``greenpool.flask_caching`` hold cache backends for
+Django and Flask-Caching; they are not imported here, and need the ``django``
+and ``flask`` extras.
 """
 
 import logging
