@@ -79,13 +79,15 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
     :func:`greenpool.client_factory` builds these.
     """
 
-    #: Whether a command is running: sent, its reply not yet read to its end.
-    busy = False
-    #: The type of the exception that cut the last unfinished command off
-    #: (its connection was closed there and then), or ``None``.
-    cut_by: Optional[type[BaseException]] = None
-    _poller: Any = None
-    _error_was_complete = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether a command is running: sent, its reply not yet read to its end.
+        self.busy = False
+        #: The type of the exception that cut the last unfinished command off
+        #: (its connection was closed there and then), or ``None``.
+        self.cut_by: Optional[type[BaseException]] = None
+        self._poller: Any = None
+        self._error_was_complete = False
 
     # -- the connection ------------------------------------------------------------
 
@@ -111,11 +113,12 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
     def unread(self) -> bool:
         """Whether the connection, idle now, is readable: closed by the server, or
         holding bytes nobody asked for. No round trip: one ``poll(2)``."""
-        if self.sock is None:
+        poller = self._poller  # set while connected
+        if poller is None:
             return False
         if self.tls_context is not None and self.sock.pending():
             return True
-        return bool(self._poller.poll(0))
+        return bool(poller.poll(0))
 
     # -- integers ------------------------------------------------------------------
 

@@ -3,13 +3,13 @@
 The data path of a mapped reservation, all in this file::
 
     reserve() -> MappedReservation.__enter__ -> this greenlet mapped? its client (one dict lookup)
-              -> otherwise ClientPool._get (waiting as ClientPool does), map it and
+              -> otherwise ClientPool.lend (waiting as ClientPool does), map it and
                  link the greenlet's end (_map)
     with-body uses the client
-    MappedReservation.__exit__ -> spoiled (a command cut off)? unmap, ClientPool._put
+    MappedReservation.__exit__ -> spoiled (a command cut off)? unmap, ClientPool.take_back
                                   discards it
                                -> otherwise it stays mapped for the greenlet's next reserve()
-    the greenlet ends, or relinquish() -> unmap, ClientPool._put takes it back, once
+    the greenlet ends, or relinquish() -> unmap, ClientPool.take_back takes it back, once
 
 The mapping is keyed by ``id(greenlet)`` so that it holds no greenlet alive. A
 key is never stale: a gevent Greenlet's entry is removed by its link, which
@@ -83,7 +83,7 @@ class MappedReservation(Generic[C]):
                 f"call reserve() for each with-block"
             )
         mapping = mapped._mappings.get(id(getcurrent()))
-        if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool._closed:
+        if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool.closed:
             mapping = mapped._map(self._timeout)
         mapping.depth += 1
         self._mapping = mapping
@@ -220,8 +220,8 @@ class GreenletMappedPool(Generic[C]):
         if mapping is not None:
             if mapping.depth:  # the pool was closed under an open block: keep lending
                 return mapping
-            self._release(mapping)  # the pool was closed: _get raises PoolClosed below
-        mapping = _Mapping(self._pool._get(True, timeout))
+            self._release(mapping)  # the pool was closed: lend raises PoolClosed below
+        mapping = _Mapping(self._pool.lend(True, timeout))
         rawlink = getattr(current, "rawlink", None)
         if rawlink is not None:
             rawlink(self._on_finished)
@@ -239,11 +239,11 @@ class GreenletMappedPool(Generic[C]):
             unlink = getattr(current, "unlink", None)
             if unlink is not None:
                 unlink(self._on_finished)
-        # else: mapped before a fork, and forgotten since; _put closes it.
+        # else: mapped before a fork, and forgotten since; take_back closes it.
         mapping.gone = None
         if not mapping.returned:
             mapping.returned = True
-            self._pool._put(mapping.entry, mapping.broken)
+            self._pool.take_back(mapping.entry, reason=mapping.broken)
 
     def _greenlet_finished(self, greenlet: Any) -> None:
         """The rawlink of a gevent Greenlet. It runs in the hub: never blocks or raises."""
@@ -276,14 +276,14 @@ class GreenletMappedPool(Generic[C]):
             return
         mapping.returned = True
         try:
-            self._pool._put(mapping.entry, broken)
+            self._pool.take_back(mapping.entry, reason=broken)
         except Exception:
             log.exception("pool %r: handing back %r failed", self._pool.name, mapping.entry.client)
 
     def _after_fork(self) -> None:
         """Forget the parent's greenlets: their clients share sockets with the parent.
 
-        Idle ones go to _put now, which closes the child's copy of the socket;
+        Idle ones go to take_back now, which closes the child's copy of the socket;
         one still inside a reserve block is closed when that block ends.
         """
         parents, self._mappings = self._mappings, {}
