@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import port_for
-from mirakuru import TCPExecutor
 
-HOST = "127.0.0.1"
+from tests.process import HOST, LoopbackServer
 
 
 def nutcracker_binary() -> str:
@@ -46,7 +45,7 @@ def config_yaml(pool: str, settings: dict[str, Any], servers: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Nutcracker:
+class Nutcracker(LoopbackServer):
     """One nutcracker process serving one memcached pool on a free loopback port.
 
     *backends* are ``(host, port)`` addresses, each with weight 1 and no name,
@@ -56,7 +55,6 @@ class Nutcracker:
     """
 
     def __init__(self, backends: list[tuple[str, int]], directory: Path, **settings: Any) -> None:
-        self.host = HOST
         self.port = port_for.select_random()
         self.stats_port = port_for.select_random(exclude_ports=[self.port])
         self.directory = directory
@@ -79,21 +77,7 @@ class Nutcracker:
             "-p", str(directory / "nutcracker.pid"),
             "-o", str(directory / "nutcracker.log"),
         ]  # fmt: skip
-        self._executor = TCPExecutor(command, host=HOST, port=self.port, timeout=10)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def start(self) -> Nutcracker:
-        self._executor.start()
-        return self
-
-    def stop(self) -> None:
-        self._executor.stop()
-
-    def running(self) -> bool:
-        return bool(self._executor.running())
+        super().__init__(command, self.port)
 
     def stats(self) -> dict[str, Any]:
         """nutcracker's stats: JSON it writes to whoever connects to its stats port."""

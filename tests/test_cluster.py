@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -27,13 +27,9 @@ GREENLETS = 300
 
 
 @pytest.fixture
-def servers() -> Iterator[list[MemcachedServer]]:
-    """Three memcached processes this test alone uses (one may be killed)."""
-    started = [MemcachedServer().start() for _ in range(3)]
-    yield started
-    for server in started:
-        if server.running():
-            server.stop()
+def servers(three_memcacheds: list[MemcachedServer]) -> list[MemcachedServer]:
+    """Three memcached processes this test alone uses (one may be stopped)."""
+    return three_memcacheds
 
 
 def _connections(servers: list[MemcachedServer]) -> list[int]:

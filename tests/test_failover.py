@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -28,12 +28,9 @@ GREENLETS = 60
 
 
 @pytest.fixture
-def servers() -> Iterator[list[MemcachedServer]]:
-    started = [MemcachedServer().start() for _ in range(3)]
-    yield started
-    for server in started:
-        if server.running():
-            server.stop()
+def servers(three_memcacheds: list[MemcachedServer]) -> list[MemcachedServer]:
+    """Three memcached processes this test alone uses (one may be stopped)."""
+    return three_memcacheds
 
 
 def _name(server: MemcachedServer) -> str:

@@ -5,7 +5,6 @@ are refused, and nothing between taking a slot and lending it can lose it."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from gevent import Timeout
 
 from greenpool import ClientPool, GreenletMappedPool, PoolError, PoolTimeout
+from tests.threads import in_another_thread
 from tests.waiting import wait_until
 
 MakePool = Callable[..., ClientPool[Any]]
@@ -103,22 +103,6 @@ def test_two_greenlets_entering_one_reservation_get_an_error_not_one_client(
     _at_most_maxsize_at_once(pool)
 
 
-def _from_another_thread(call: Callable[[], Any]) -> BaseException | None:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    return errors[0] if errors else None
-
-
 @pytest.mark.parametrize(
     "method",
     [
@@ -141,7 +125,7 @@ def test_every_method_from_another_thread_is_refused_and_strands_no_waiter(
         holder.__enter__()
     waiter = gevent.spawn(lambda: pool.reserve(timeout=0.3).__enter__())
     wait_until(lambda: pool.stats()["waiting"] == 1, "the waiter has queued")
-    error = _from_another_thread(lambda: method(pool))
+    error = in_another_thread(lambda: method(pool))
     assert isinstance(error, PoolError) and "'owned' belongs to thread" in str(error)
     waiter.join(5)
     assert waiter.dead and isinstance(waiter.exception, PoolTimeout)
@@ -150,12 +134,12 @@ def test_every_method_from_another_thread_is_refused_and_strands_no_waiter(
     assert pool.stats()["in_use"] == 0 and not pool.closed
 
 
-def test_stats_may_be_read_from_another_thread(make_pool: MakePool) -> None:
+def test_stats_may_be_readin_another_thread(make_pool: MakePool) -> None:
     """A metrics thread (prometheus_client's HTTP server) reads stats; it changes nothing."""
     pool = make_pool(2)
     with pool.reserve() as mc:
         mc.version()
-        assert _from_another_thread(pool.stats) is None
+        assert in_another_thread(pool.stats) is None
 
 
 class _YieldingHandler(logging.Handler):
