@@ -100,7 +100,12 @@ class MappedReservation(Generic[C]):
             return  # entered by another block that holds it, which failed
         self._mapping = None
         mapping.depth -= 1
-        reason = spoiled(mapping.entry, exc_type)
+        entry = mapping.entry
+        reason = None
+        if exc_type is not None or (
+            entry.tracked and (entry.client.busy or entry.client.cut_by is not None)  # type: ignore[attr-defined]
+        ):
+            reason = spoiled(entry, exc_type)
         if reason is not None:
             mapping.broken = reason
             if mapping.depth and not mapping.entry.tracked:

@@ -175,7 +175,8 @@ class ClientPool(Generic[C]):
         self._trimming = self._policy.max_idle is not None
         self._slots: Slots[C] = Slots(self._maxsize)
         self._counts = Counters()
-        self._closed = False
+        #: Whether :meth:`close` has been called (read it; :meth:`close` sets it).
+        self.closed = False
         self._attention = False  # closed, or forked since last used: see _check_usable
         self._thread: Optional[int] = None
         self._epoch = _fork.epoch
@@ -185,11 +186,6 @@ class ClientPool(Generic[C]):
     def maxsize(self) -> int:
         """The most clients that may exist at once (see :meth:`resize`)."""
         return self._maxsize
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closed
 
     def __repr__(self) -> str:
         return (
@@ -284,9 +280,9 @@ class ClientPool(Generic[C]):
         so does every later :meth:`reserve`. Closing twice is harmless.
         """
         self._check_thread()
-        if self._closed:
+        if self.closed:
             return
-        self._closed = self._attention = True
+        self.closed = self._attention = True
         self._slots.waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
         for entry in self._slots.drain():
             self._discard(entry, "closed")
@@ -402,7 +398,7 @@ class ClientPool(Generic[C]):
             fit = exc_type is None
         if reason is not None or not fit or now >= entry.expires or entry.epoch != _fork.epoch:
             self._take_back_unusual(entry, reason or spoiled(entry, exc_type), now)
-        elif (slots := self._slots).waiters or slots.excess or self._closed:
+        elif (slots := self._slots).waiters or slots.excess or self.closed:
             self._give(entry)
         else:  # the common case, inlined from Slots.give
             slots.lent -= 1
@@ -429,7 +425,7 @@ class ClientPool(Generic[C]):
 
     def _give(self, slot: Optional[Entry[C]]) -> None:
         """Give a lent slot back (see Slots.give), discarding its client if it must."""
-        reason = self._slots.give(slot, self._closed)
+        reason = self._slots.give(slot, self.closed)
         if reason is not None and slot is not None:
             self._discard(slot, reason)
 
@@ -448,7 +444,7 @@ class ClientPool(Generic[C]):
     # -- threads and forks -------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._closed:
+        if self.closed:
             raise PoolClosed(f"pool {self.name!r} is closed; reserve() needs an open pool")
         if self._epoch != _fork.epoch:
             self._after_fork()
@@ -474,7 +470,7 @@ class ClientPool(Generic[C]):
         self._slots = Slots(self._maxsize)
         self._thread = None
         self._epoch = _fork.epoch
-        self._attention = self._closed
+        self._attention = self.closed
         for entry in parents:
             _close_quietly(entry.client, self.name)
 
