@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: test lint types pytest memcached wrk demo serve bench clean
+.PHONY: test lint types pytest memcached nutcracker libmemcached wrk demo serve bench clean
 
 $(BIN)/python:
 	tools/ensure-venv $(PYTHON) $(VENV)
@@ -27,6 +27,12 @@ $(VENV)/.installed-bench: $(BIN)/python setup.cfg pyproject.toml
 memcached:
 	@tools/ensure-memcached
 
+nutcracker:
+	@tools/ensure-nutcracker
+
+libmemcached:
+	@tools/ensure-libmemcached
+
 wrk:
 	@tools/ensure-wrk
 
@@ -40,7 +46,7 @@ lint: $(VENV)/.installed-test
 types: $(VENV)/.installed-test
 	$(BIN)/mypy greenpool examples tools/demo.py benchmarks
 
-pytest: $(VENV)/.installed-test memcached
+pytest: $(VENV)/.installed-test memcached nutcracker libmemcached
 	$(BIN)/pytest
 
 demo: $(VENV)/.installed-demo memcached
@@ -49,7 +55,7 @@ demo: $(VENV)/.installed-demo memcached
 serve: $(VENV)/.installed-demo memcached
 	$(BIN)/python examples/wsgi_app.py --port $(PORT)
 
-bench: $(VENV)/.installed-bench memcached wrk
+bench: $(VENV)/.installed-bench memcached nutcracker wrk
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -149,6 +149,26 @@ CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
 }
 
 
+def hash_client(request: Request) -> Contender:
+    """greenpool's HashClient over the cluster's memcacheds, 16 clients a server."""
+    servers = [tuple(address) for address in request["cluster"]["servers"]]
+    client = greenpool.HashClient(servers, max_pool_size=16, pool_timeout=POOL_TIMEOUT)
+    return pooled_client(client)
+
+
+def through_nutcracker(request: Request) -> Contender:
+    """greenpool's PooledClient through the nutcracker in front of the same memcacheds."""
+    proxy = tuple(request["cluster"]["proxy"])
+    return pooled_client(greenpool.PooledClient(proxy, max_pool_size=16, pool_timeout=POOL_TIMEOUT))
+
+
+#: Contenders over several memcacheds: made from the request's ``cluster``.
+CLUSTER_CONTENDERS: dict[str, Callable[[Request], Contender]] = {
+    "greenpool.HashClient(16), 3 servers": hash_client,
+    "greenpool.PooledClient(16), nutcracker": through_nutcracker,
+}
+
+
 def keys(request: Request) -> list[str]:
     return [f"{request['prefix']}{n}" for n in range(request["greenlets"])]
 
@@ -171,7 +191,11 @@ def run_round(request: Request) -> Reply:
     """Run *greenlets* greenlets, each doing 1 to *ops* operations on its own key:
     all start together, and none starts another operation after the *seconds*
     window closes (its first one always runs). Every *set_every*-th is a set."""
-    contender = CONTENDERS[request["contender"]](tuple(request["address"]))
+    name = request["contender"]
+    if name in CLUSTER_CONTENDERS:
+        contender = CLUSTER_CONTENDERS[name](request)
+    else:
+        contender = CONTENDERS[name](tuple(request["address"]))
     ops, set_every = request["ops"], request["set_every"]
     tally = Tally()
     clock = time.perf_counter

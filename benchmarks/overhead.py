@@ -63,9 +63,9 @@ def overhead(request: Request) -> Reply:
                 pass
 
     def get_put(n: int) -> None:  # the pool's own data path, without the Reservation
-        get, put = pool._get, pool._put
+        lend, take_back = pool.lend, pool.take_back
         for _ in range(n):
-            put(get(True, None), None)
+            take_back(lend())
 
     def reservation(n: int) -> None:  # building the context manager only
         for _ in range(n):

@@ -24,6 +24,14 @@ CROWD = (
 )
 
 
+#: One memcached against three: the single-server pools beside the cluster's two ways.
+CLUSTER = (
+    "greenpool.PooledClient(16)",
+    "pymemcache PooledClient",
+    *gevent_side.CLUSTER_CONTENDERS,
+)
+
+
 @dataclass(frozen=True)
 class Workload:
     """*greenlets* greenlets (asyncio tasks for emcache), each doing up to *ops*
@@ -44,6 +52,7 @@ WORKLOADS = (
     Workload("mix", "500 greenlets × 100 ops, 1 in 5 a set", 500, 100, 5, "default", EVERYONE),
     Workload("crowd", "5,000 greenlets × 20 ops, memcached -c 1024", 5000, 20, 5, "default", CROWD),
     Workload("crowd-raised", "5,000 greenlets × 20 ops, -c 8192", 5000, 20, 5, "raised", CROWD),
+    Workload("cluster", "500 greenlets × 50 gets, 1 or 3 servers", 500, 50, 0, "cluster", CLUSTER),
 )
 
 

@@ -109,7 +109,7 @@ def overhead_rows(results: Results) -> list[list[str]]:
     o = results["overhead"]
     rows = [
         ["uncontended reserve + release, ClientPool", f"{o['reserve_release_us']:.2f} µs"],
-        ["_get + _put called directly, no Reservation object", f"{o['get_put_us']:.2f} µs"],
+        ["lend + take_back called directly, no Reservation object", f"{o['get_put_us']:.2f} µs"],
         ["pool.reserve() alone, no with-block", f"{o['reservation_us']:.2f} µs"],
         ["mapped reserve, client already held", f"{o['mapped_reserve_us']:.2f} µs"],
         ["pymemcache PooledClient's get_and_release", f"{o['pymemcache_pool_us']:.2f} µs"],
@@ -202,6 +202,18 @@ def targets(results: Results) -> list[tuple[bool, str]]:
             )
     us = results["overhead"]["reserve_release_us"]
     found.append((us <= 0.5, f"uncontended reserve + release: {us:.2f} µs (target ≤ 0.5 µs)"))
+    return found
+
+
+def cluster_targets(results: Results) -> list[tuple[bool, str]]:
+    """Issue 14's target: HashClient over 3 servers against one server's PooledClient."""
+    rows = {w["key"]: w for w in results["workloads"]}["cluster"]["rows"]
+    single = "greenpool.PooledClient(16)"
+    found = []
+    for name in ("greenpool.HashClient(16), 3 servers", "greenpool.PooledClient(16), nutcracker"):
+        ratio = _ratio_to(rows, name, single) or 0.0
+        target = " (target ≥ 0.85×)" if "HashClient" in name else ""
+        found.append((ratio >= 0.85 or not target, f"{name}: {ratio:.2f}× {single}{target}"))
     return found
 
 
@@ -306,6 +318,15 @@ def markdown(results: Results) -> str:
             "## Targets (issue 6)",
             "\n".join(
                 f"- {'met' if ok else '**missed**'}: {text}" for ok, text in targets(results)
+            ),
+        ]
+    if "cluster" in ran:
+        parts += [
+            "## Clusters (issue 14)",
+            "Median of per-round ratios to greenpool.PooledClient(16) on one server.",
+            "\n".join(
+                f"- {'met' if ok else '**missed**'}: {text}"
+                for ok, text in cluster_targets(results)
             ),
         ]
     batching = autobatching_targets(results)

@@ -102,6 +102,10 @@ def run(plan: Plan) -> dict[str, Any]:
             "default": stack.enter_context(_running(servers.DEFAULT_CONNECTIONS)),
             "raised": stack.enter_context(_running(raised)),
         }
+        cluster = None
+        if "cluster" in plan.only:
+            cluster = stack.enter_context(_cluster(servers.DEFAULT_CONNECTIONS))
+            memcached["cluster"] = cluster.servers[0]
         workers = {kind: stack.enter_context(_worker(kind)) for kind in ("gevent", "asyncio")}
         address = memcached["default"].address
         if "overhead" in plan.only:
@@ -117,7 +121,7 @@ def run(plan: Plan) -> dict[str, Any]:
             }
             results["overhead"] = workers["gevent"].call(overhead, timeout=300)
         results["workloads"] = [
-            _workload(plan, workload, memcached[workload.server], workers)
+            _workload(plan, workload, memcached[workload.server], workers, cluster)
             for workload in WORKLOADS
             if workload.key in plan.only
         ]
@@ -150,6 +154,15 @@ def _running(connections: int) -> Iterator[servers.MemcachedServer]:
 
 
 @contextmanager
+def _cluster(connections: int) -> Iterator[servers.Cluster]:
+    cluster = servers.start_cluster(connections)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextmanager
 def _worker(kind: str) -> Iterator[Worker]:
     worker = Worker(kind)
     try:
@@ -164,23 +177,37 @@ def _rotated(names: tuple[str, ...], by: int) -> list[str]:
     return list(names[by:] + names[:by])
 
 
-def _measured(address: tuple[str, int], call: Callable[[Callable[[], None]], Reply]) -> Reply:
-    """Run *call* (given the sampling tick) and add what memcached saw meanwhile."""
-    reader = servers.StatsReader(address)
+def _measured(
+    addresses: list[tuple[str, int]], call: Callable[[Callable[[], None]], Reply]
+) -> Reply:
+    """Run *call* (given the sampling tick) and add what the memcacheds at
+    *addresses* saw meanwhile, summed over them."""
+    readers = [servers.StatsReader(address) for address in addresses]
     try:
-        watch = servers.ConnectionWatch(reader)
-        reply = call(watch.sample)
-        return {**reply, "connections": watch.finish()}
+        watches = [servers.ConnectionWatch(reader) for reader in readers]
+
+        def tick() -> None:
+            for watch in watches:
+                watch.sample()
+
+        reply = call(tick)
+        seen = [watch.finish() for watch in watches]
+        return {**reply, "connections": {name: sum(s[name] for s in seen) for name in seen[0]}}
     finally:
-        reader.close()
+        for reader in readers:
+            reader.close()
 
 
 def _workload(
-    plan: Plan, workload: Workload, memcached: servers.MemcachedServer, workers: dict[str, Worker]
+    plan: Plan,
+    workload: Workload,
+    memcached: servers.MemcachedServer,
+    workers: dict[str, Worker],
+    cluster: servers.Cluster | None = None,
 ) -> dict[str, Any]:
     greenlets = max(2, round(workload.greenlets * plan.scale))
     prefix = f"{workload.key}-"
-    shape = {
+    shape: dict[str, Any] = {
         "address": memcached.address,
         "greenlets": greenlets,
         "ops": workload.ops,
@@ -188,7 +215,13 @@ def _workload(
         "prefix": prefix,
         "seconds": plan.seconds,
     }
-    workers["gevent"].call({"cmd": "preload", **shape}, timeout=60)
+    watched = [memcached.address]
+    if workload.server == "cluster" and cluster is not None:
+        # Every key on every server: wherever a contender looks for it, it is there.
+        watched = [server.address for server in cluster.servers]
+        shape["cluster"] = {"servers": watched, "proxy": cluster.proxy.address}
+    for address in watched:
+        workers["gevent"].call({"cmd": "preload", **shape, "address": address}, timeout=60)
     rounds: dict[str, list[Reply]] = {name: [] for name in workload.contenders}
     for number in range(plan.rounds):
         for name in _rotated(workload.contenders, number):
@@ -201,7 +234,7 @@ def _workload(
                 return worker.call(request, timeout=plan.seconds + 120, tick=tick)
 
             started = time.monotonic()
-            reply = _measured(memcached.address, call)
+            reply = _measured(watched, call)
             reply["wall_s"] = time.monotonic() - started
             rounds[name].append(reply)
             progress(_line(workload.key, number, name, reply))
@@ -233,7 +266,7 @@ def _wsgi(plan: Plan, memcached: servers.MemcachedServer, gevent_worker: Worker)
                     name, memcached.address, keys, plan.wsgi_seconds, plan.wsgi_connections, tick
                 )
 
-            reply = _measured(memcached.address, call)
+            reply = _measured([memcached.address], call)
             skipped = reply.get("skipped", skipped)
             if not skipped:
                 rounds[name].append(reply)

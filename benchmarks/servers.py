@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import resource
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.memcached import MemcachedServer
+from tests.nutcracker import Nutcracker
 
-__all__ = ["ConnectionWatch", "MemcachedServer", "StatsReader", "raise_open_files", "start"]
+__all__ = [
+    "Cluster",
+    "ConnectionWatch",
+    "MemcachedServer",
+    "StatsReader",
+    "raise_open_files",
+    "start",
+    "start_cluster",
+]
 
 #: memcached's own limit on simultaneous connections, and the raised one.
 DEFAULT_CONNECTIONS = 1024
@@ -41,6 +52,30 @@ def start(connections: int) -> MemcachedServer:
     backlog to match (``-b``, which the kernel caps at somaxconn)."""
     backlog = min(connections, 4096)
     return MemcachedServer("-c", str(connections), "-b", str(backlog)).start()
+
+
+@dataclass
+class Cluster:
+    """Three memcacheds and a nutcracker (ketama, fnv1a_64) in front of them."""
+
+    servers: list[MemcachedServer]
+    proxy: Nutcracker
+    directory: tempfile.TemporaryDirectory[str]
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        for server in self.servers:
+            server.stop()
+        self.directory.cleanup()
+
+
+def start_cluster(connections: int) -> Cluster:
+    """Start three memcacheds as :func:`start` does, and nutcracker in front of them."""
+    servers = [start(connections) for _ in range(3)]
+    directory = tempfile.TemporaryDirectory(prefix="bench-nutcracker-")
+    addresses = [server.address for server in servers]
+    proxy = Nutcracker(addresses, Path(directory.name)).start()
+    return Cluster(servers, proxy, directory)
 
 
 class StatsReader:

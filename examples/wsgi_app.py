@@ -24,6 +24,8 @@ request and the address comes from ``$GREENPOOL_MEMCACHED``::
 
 What memcached cannot take is refused before anything is sent to it:
 
+- The request target must be a path (``/<key>``): ``GET key`` or an absolute
+  ``GET http://host/key`` is a 400, not the key ``ey`` or ``ttp://host/key``.
 - A key is the URL path after the first ``/``, percent-decoded. It must be
   UTF-8 (``/caf%C3%A9`` is the key ``café``), 1 to 250 *bytes* long, and
   printable: no space, no control character (CR, LF, NUL, tab, DEL, C1) and no
@@ -229,6 +231,11 @@ class KeyValueApp:
 
     def respond(self, environ: Environ) -> Reply:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        # The target as the client sent it (gevent.pywsgi's REQUEST_URI, gunicorn's
+        # RAW_URI): anything but origin-form would have its first character dropped.
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or path
+        if not (target.startswith("/") and path.startswith("/")):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the request target must be a path: /<key>")
         if path == STATS_PATH:
             if method not in ("GET", "HEAD"):
                 raise HTTPError(

@@ -7,7 +7,11 @@ for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
 lent for it; ``AutoBatcher`` sends the gets of concurrent greenlets as one
-multi-key get.
+multi-key get; ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama``
+place a cluster's keys as pymemcache, pylibmc and twemproxy do.
+``greenpool.django`` and ``greenpool.flask_caching`` hold cache backends for
+Django and Flask-Caching; they are not imported here, and need the ``django``
+and ``flask`` extras.
 """
 
 import logging
@@ -15,10 +19,13 @@ import logging
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.client import PooledClient, PooledClientStats
 from greenpool.cluster import HashClient
+from greenpool.connection import Client
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
 from greenpool.factory import CLIENT_DEFAULTS, client_factory
+from greenpool.ketama import LibmemcachedKetama, TwemproxyKetama
 from greenpool.mapped import GreenletMappedPool, MappedStats
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool, Reservation
+from greenpool.rendezvous import RendezvousHash
 from greenpool.stats import PoolStats
 
 __version__ = "0.1.0"
@@ -35,9 +42,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "AutoBatcher",
     "BatchStats",
+    "Client",
     "ClientPool",
     "GreenletMappedPool",
     "HashClient",
+    "LibmemcachedKetama",
     "MappedStats",
     "PoolClosed",
     "PoolError",
@@ -46,7 +55,9 @@ __all__ = [
     "PoolTimeout",
     "PooledClient",
     "PooledClientStats",
+    "RendezvousHash",
     "Reservation",
+    "TwemproxyKetama",
     "__version__",
     "client_factory",
 ]

@@ -37,3 +37,13 @@ def check_seconds(name: str, value: Any) -> float:
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return *value* if it is a ``bool``.
+
+    :raises TypeError: it is not (``"no"`` and ``1`` are not booleans).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value

@@ -1,53 +1,75 @@
-"""What the pool knows of each client, and how a reservation ended.
+"""What the pool knows of each client, and whether a returned one may be lent again.
 
 The pool keeps each client in an :class:`Entry` with its history: the process
-generation and connection generation it belongs to, when it expires, when it
-was last lent or returned.
+generation it belongs to, when it expires, when it was last lent or returned,
+and how its connection can be checked.
+
+Whether a client comes back fit to lend again is, for greenpool's own
+:class:`~greenpool.Client`, a fact the client keeps (:func:`spoiled`); for any
+other client, a guess from the exception that ended its reservation
+(:func:`failure`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, Optional, TypeVar
 
-from pymemcache.exceptions import (
-    MemcacheError,
-    MemcacheIllegalInputError,
-    MemcacheUnexpectedCloseError,
-)
+from pymemcache.client.base import Client as _PymemcacheClient
+from pymemcache.exceptions import MemcacheError, MemcacheIllegalInputError
+
+from greenpool.connection import Client, unread
 
 C = TypeVar("C")
-
-# The server went away: a restart, a crash, a cut network. Other idle
-# connections made before this failure are likely dead too.
-_SERVER_GONE = (
-    ConnectionResetError,
-    ConnectionRefusedError,
-    BrokenPipeError,
-    MemcacheUnexpectedCloseError,
-)
 
 
 class Entry(Generic[C]):
     """A pooled client and its history."""
 
-    __slots__ = ("client", "epoch", "expires", "generation", "leak", "since")
+    __slots__ = ("client", "epoch", "expires", "leak", "probe", "since", "tracked")
 
-    def __init__(self, client: C, epoch: int, generation: int, expires: float) -> None:
+    def __init__(self, client: C, epoch: int, expires: float) -> None:
         self.client = client
         #: The process generation (greenpool._fork.epoch) it was created in.
         self.epoch = epoch
-        #: The pool's connection generation when it last (re)connected.
-        self.generation = generation
         #: time.monotonic() after which it is not lent again (max_lifetime).
         self.expires = expires
         #: time.monotonic() when it was last lent, or last returned.
         self.since = 0.0
         #: The leak-warning timer while it is lent, if leak_warning_after is set.
         self.leak: Optional[Any] = None
+        #: Whether the client keeps its connection's state itself (greenpool.Client).
+        self.tracked = isinstance(client, Client)
+        #: Checks, with no round trip, whether the idle connection has been
+        #: closed or holds bytes nobody asked for (pymemcache clients only).
+        self.probe: Optional[Callable[[], bool]] = None
+        if self.tracked:
+            self.probe = client.unread  # type: ignore[attr-defined]
+        elif isinstance(client, _PymemcacheClient):
+            self.probe = lambda: unread(client)
+
+
+def spoiled(entry: Entry[Any], exc_type: Optional[type[BaseException]]) -> Optional[str]:
+    """Return why *entry*'s client may not be lent again after a reservation that
+    *exc_type* ended (``None``: it ended normally), or ``None`` if it may.
+
+    A greenpool client knows: it is spoiled if a command of it is still running
+    (another greenlet uses it) or one was cut off, whatever exception, if any,
+    left the block. Any other client is judged by :func:`failure`.
+    """
+    if entry.tracked:
+        client: Any = entry.client
+        if client.busy:
+            return "interrupted"
+        if client.cut_by is not None:
+            return "interrupted" if not issubclass(client.cut_by, Exception) else "error"
+        return None
+    return None if exc_type is None else failure(exc_type)
 
 
 def failure(exc_type: type[BaseException]) -> Optional[str]:
-    """Return why leaving a reservation by *exc_type* costs the client, or None.
+    """Return why leaving a reservation by *exc_type* costs a client that does not
+    track its own connection, or None.
 
     ``"interrupted"``: a BaseException that is not an Exception
     (``gevent.Timeout``, ``GreenletExit``, ``KeyboardInterrupt``) can arrive
@@ -55,7 +77,7 @@ def failure(exc_type: type[BaseException]) -> Optional[str]:
     clean up after those, so the socket may hold another command's reply.
     ``"error"``: a socket or protocol error leaves the connection unknown too.
     ``None``: invalid input is rejected before anything is sent, and any other
-    exception is the application's, raised between complete commands.
+    exception is taken for the application's, raised between complete commands.
     """
     if not issubclass(exc_type, Exception):
         return "interrupted"
@@ -64,8 +86,3 @@ def failure(exc_type: type[BaseException]) -> Optional[str]:
     ):
         return "error"
     return None
-
-
-def server_gone(exc_type: type[BaseException]) -> bool:
-    """Whether *exc_type* says the server dropped or refused the connection."""
-    return issubclass(exc_type, _SERVER_GONE)

@@ -1,82 +1,45 @@
-"""A socket module for pymemcache whose sockets close themselves when interrupted.
+"""The socket module greenpool's clients use: gevent's, with two changes.
 
-pymemcache closes its connection on an ``Exception``, but ``gevent.Timeout``,
-``GreenletExit`` and ``KeyboardInterrupt`` are BaseExceptions: they leave the
-socket open with a command half sent or a reply half read. A caller that
-catches the Timeout inside a ``with pool.reserve()`` block and sends another
-command would read the old reply. These sockets close themselves at the
-interruption, and the next command on them fails with ``ConnectionAbortedError``
-(an ``OSError``, so pymemcache drops the socket and reconnects after that).
+It re-exports :mod:`gevent.socket`, so clients are cooperative whether or not
+the process is monkey-patched (pymemcache looks up ``socket``, ``getaddrinfo``
+and the address constants on it). What differs:
 
-The module re-exports :mod:`gevent.socket`, so it is cooperative whether or not
-the process is monkey-patched. pymemcache looks up ``socket``,
-``getaddrinfo`` and the address constants on it.
+- :func:`getaddrinfo` parses numeric addresses itself. gevent's default
+  resolver runs in a thread pool, which does not survive ``os.fork()`` in a
+  process that is not monkey-patched: a child's first connect would wait on it
+  forever. Host names still go through gevent's resolver (and
+  :class:`greenpool.Client` bounds that wait by its *connect_timeout*).
+- :class:`TLSContext` wraps any ``ssl.SSLContext`` so that it makes gevent's
+  cooperative TLS sockets. pymemcache wraps its socket with
+  ``tls_context.wrap_socket()``; a standard library context in a process that
+  is not monkey-patched would turn the gevent socket into a *blocking*
+  ``ssl.SSLSocket``, stalling every greenlet on each command.
 
-TLS: pymemcache wraps its socket with ``tls_context.wrap_socket()``. A standard
-library ``ssl.SSLContext`` in a process that is not monkey-patched would turn
-the gevent socket into a *blocking* ``ssl.SSLSocket``, stalling every greenlet
-on each command. :class:`TLSContext` wraps any context so that it makes
-gevent's cooperative TLS sockets, here :class:`SSLSocket`, with the same guard.
+Keeping a connection in step after an interruption is the client's work
+(:mod:`greenpool.connection`), not the socket's.
 """
 
 from __future__ import annotations
 
-import errno
+import _socket as _c_socket
 import ssl
 from typing import Any
 
 from gevent import socket as _gevent_socket
-from gevent import ssl as _gevent_ssl
 from gevent.socket import *
+from gevent.ssl import SSLSocket
 
 
-class _Guarded:
-    """Mixin: close the socket when a BaseException interrupts connect, recv or sendall."""
-
-    interrupted = False
-
-    def _interrupted(self) -> None:
-        self.interrupted = True
-        self.close()  # type: ignore[attr-defined]
-
-    def connect(self, address: Any) -> None:
-        try:
-            super().connect(address)  # type: ignore[misc]
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._interrupted()
-            raise
-
-    def recv(self, *args: Any) -> bytes:
-        try:
-            data: bytes = super().recv(*args)  # type: ignore[misc]
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._interrupted()
-            raise
-        return data
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        if self.interrupted:
-            raise ConnectionAbortedError(
-                errno.ECONNABORTED,
-                "memcached connection closed because an earlier command on it was "
-                "interrupted; its reply was discarded and the next command reconnects",
-            )
-        try:
-            super().sendall(data, flags)  # type: ignore[misc]
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._interrupted()
-            raise
-
-
-class socket(_Guarded, _gevent_socket.socket):  # type: ignore[misc]  # noqa: N801
-    """A gevent socket that closes itself when a BaseException interrupts it."""
-
-
-class SSLSocket(_Guarded, _gevent_ssl.SSLSocket):  # type: ignore[misc]
-    """A gevent TLS socket that closes itself when a BaseException interrupts it."""
+def getaddrinfo(
+    host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+) -> list[Any]:
+    """``socket.getaddrinfo``: numeric hosts parsed at once, names by gevent's resolver."""
+    try:
+        return _c_socket.getaddrinfo(  # type: ignore[no-any-return]
+            host, port, family, type, proto, flags | _c_socket.AI_NUMERICHOST
+        )
+    except _c_socket.gaierror:  # a host name: resolving it may take a while
+        return _gevent_socket.getaddrinfo(host, port, family, type, proto, flags)  # type: ignore[no-any-return]
 
 
 class TLSContext:
@@ -90,9 +53,7 @@ class TLSContext:
 
     __slots__ = ("context", "socket_class")
 
-    def __init__(
-        self, context: ssl.SSLContext, socket_class: type[_gevent_ssl.SSLSocket] = SSLSocket
-    ) -> None:
+    def __init__(self, context: ssl.SSLContext, socket_class: type[SSLSocket] = SSLSocket) -> None:
         self.context = context
         self.socket_class = socket_class
 
@@ -102,7 +63,7 @@ class TLSContext:
 
     def wrap_socket(
         self, sock: Any, server_side: bool = False, server_hostname: str | None = None
-    ) -> _gevent_ssl.SSLSocket:
+    ) -> SSLSocket:
         return self.socket_class(
             sock=sock, server_side=server_side, server_hostname=server_hostname,
             _context=self.context,

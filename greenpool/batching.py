@@ -35,7 +35,7 @@ from pymemcache.client.base import check_key_helper
 
 from greenpool import _fork
 from greenpool._batch import MISS, Call, Caller, Key, answered, chunks, collect, fetch
-from greenpool._checks import check_size
+from greenpool._checks import check_bool, check_size
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
 
@@ -109,10 +109,7 @@ class AutoBatcher:
             key_prefix = key_prefix.encode("ascii")
         if not isinstance(key_prefix, bytes):
             raise TypeError(f"key_prefix must be bytes or str, not {type(key_prefix).__name__}")
-        if not isinstance(allow_unicode_keys, bool):
-            raise TypeError(
-                f"allow_unicode_keys must be a bool, not {type(allow_unicode_keys).__name__}"
-            )
+        check_bool("allow_unicode_keys", allow_unicode_keys)
         self.pool = pool
         self.max_keys = check_size("max_keys", max_keys)
         self.key_prefix = key_prefix

@@ -15,17 +15,46 @@ from typing import Any
 
 from pymemcache.client.base import Client, check_key_helper
 
-from greenpool._checks import check_seconds, check_size
+from greenpool._checks import check_bool, check_seconds, check_size
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
 from greenpool.stats import PoolStats
 
-__all__ = ["PooledClient", "PooledClientStats"]
+__all__ = ["PooledClient", "PooledClientStats", "check_pool_arguments"]
 
 # ClientPool arguments that PooledClient sets from its own parameters.
 _OWN_POOL_ARGUMENTS = {"factory": "server", "maxsize": "max_pool_size", "timeout": "pool_timeout"}
+
+
+def check_pool_arguments(
+    max_pool_size: Any,
+    pool_timeout: Any,
+    pool_idle_timeout: Any,
+    lock_generator: Any,
+    pool_options: Any,
+) -> tuple[int, float, float, dict[str, Any]]:
+    """Check PooledClient's (and HashClient's) pool arguments by name; return the
+    size, the two timeouts and the further ClientPool arguments."""
+    size = check_size("max_pool_size", DEFAULT_MAXSIZE if max_pool_size is None else max_pool_size)
+    timeout = check_seconds("pool_timeout", pool_timeout)
+    idle_timeout = check_seconds("pool_idle_timeout", pool_idle_timeout)
+    if lock_generator is not None and not callable(lock_generator):
+        raise TypeError(
+            f"lock_generator must be None or a callable (and is not needed), "
+            f"not {type(lock_generator).__name__}"
+        )
+    if pool_options is not None and not isinstance(pool_options, Mapping):
+        raise TypeError(
+            f"pool_options must be a mapping of ClientPool arguments, "
+            f"not {type(pool_options).__name__}"
+        )
+    options = dict(pool_options or {})
+    for taken, instead in _OWN_POOL_ARGUMENTS.items():
+        if taken in options:
+            raise TypeError(f"pool_options may not set {taken!r}; pass {instead} instead")
+    return size, timeout, idle_timeout, options
 
 
 def _command(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -175,22 +204,14 @@ class PooledClient:
         autobatch_max_keys: int = DEFAULT_MAX_KEYS,
         **client_options: Any,
     ) -> None:
-        size = DEFAULT_MAXSIZE if max_pool_size is None else max_pool_size
-        self.max_pool_size = check_size("max_pool_size", size)
-        self.pool_timeout = check_seconds("pool_timeout", pool_timeout)
-        self.pool_idle_timeout = check_seconds("pool_idle_timeout", pool_idle_timeout)
-        if lock_generator is not None and not callable(lock_generator):
-            raise TypeError(
-                f"lock_generator must be None or a callable (and is not needed), "
-                f"not {type(lock_generator).__name__}"
+        self.max_pool_size, self.pool_timeout, self.pool_idle_timeout, options = (
+            check_pool_arguments(
+                max_pool_size, pool_timeout, pool_idle_timeout, lock_generator, pool_options
             )
-        if not isinstance(autobatch, bool):
-            raise TypeError(f"autobatch must be a bool, not {type(autobatch).__name__}")
+        )
+        check_bool("ignore_exc", ignore_exc)
+        check_bool("autobatch", autobatch)
         check_size("autobatch_max_keys", autobatch_max_keys)
-        options = dict(pool_options or {})
-        for taken, instead in _OWN_POOL_ARGUMENTS.items():
-            if taken in options:
-                raise TypeError(f"pool_options may not set {taken!r}; pass {instead} instead")
         # Clients never ignore errors themselves: the pool must see them to
         # discard broken clients. The read commands apply ignore_exc after.
         factory = client_factory(server, **client_options, ignore_exc=False)

@@ -3,12 +3,13 @@
 The data path of a mapped reservation, all in this file::
 
     reserve() -> MappedReservation.__enter__ -> this greenlet mapped? its client (one dict lookup)
-              -> otherwise ClientPool._get (waiting as ClientPool does), map it and
+              -> otherwise ClientPool.lend (waiting as ClientPool does), map it and
                  link the greenlet's end (_map)
     with-body uses the client
-    MappedReservation.__exit__ -> interrupted or broken? unmap, ClientPool._put discards it
+    MappedReservation.__exit__ -> spoiled (a command cut off)? unmap, ClientPool.take_back
+                                  discards it
                                -> otherwise it stays mapped for the greenlet's next reserve()
-    the greenlet ends, or relinquish() -> unmap, ClientPool._put takes it back
+    the greenlet ends, or relinquish() -> unmap, ClientPool.take_back takes it back, once
 
 The mapping is keyed by ``id(greenlet)`` so that it holds no greenlet alive. A
 key is never stale: a gevent Greenlet's entry is removed by its link, which
@@ -25,11 +26,11 @@ import weakref
 from types import TracebackType
 from typing import Any, Generic
 
-from gevent import GreenletExit, get_hub, getcurrent
+from gevent import get_hub, getcurrent
 
 from greenpool import _fork
 from greenpool._checks import check_seconds
-from greenpool._entry import Entry, failure
+from greenpool._entry import Entry, spoiled
 from greenpool.errors import PoolError
 from greenpool.pool import C, ClientPool, _close_quietly
 from greenpool.stats import PoolStats
@@ -48,13 +49,14 @@ class MappedStats(PoolStats):
 class _Mapping(Generic[C]):
     """One greenlet's client, and what that greenlet's reserve blocks did with it."""
 
-    __slots__ = ("broken", "depth", "entry", "gone")
+    __slots__ = ("broken", "depth", "entry", "gone", "returned")
 
     def __init__(self, entry: Entry[C]) -> None:
         self.entry = entry  # the pool's record of the client, and its process generation
         self.depth = 0  # reserve blocks of the greenlet open now
-        self.broken: type[BaseException] | None = None  # what interrupted a block
+        self.broken: str | None = None  # why the client may not be lent again
         self.gone: weakref.ref[Any] | None = None  # a raw greenlet's death hook
+        self.returned = False  # handed back to the pool: never again
 
 
 class MappedReservation(Generic[C]):
@@ -71,11 +73,17 @@ class MappedReservation(Generic[C]):
     def __init__(self, mapped: GreenletMappedPool[C], timeout: float | None) -> None:
         self._mapped = mapped
         self._timeout = timeout
+        self._mapping: _Mapping[C] | None = None
 
     def __enter__(self) -> C:
         mapped = self._mapped
+        if self._mapping is not None:
+            raise PoolError(
+                f"this reservation of pool {mapped._pool.name!r} is already entered: "
+                f"call reserve() for each with-block"
+            )
         mapping = mapped._mappings.get(id(getcurrent()))
-        if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool._closed:
+        if mapping is None or mapping.entry.epoch != _fork.epoch or mapped._pool.closed:
             mapping = mapped._map(self._timeout)
         mapping.depth += 1
         self._mapping = mapping
@@ -88,13 +96,23 @@ class MappedReservation(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         mapping = self._mapping
+        if mapping is None:
+            return  # entered by another block that holds it, which failed
+        self._mapping = None
         mapping.depth -= 1
-        if exc_type is not None and failure(exc_type) is not None:
-            mapping.broken = exc_type
-            if mapping.depth:
+        entry = mapping.entry
+        reason = None
+        if exc_type is not None or (
+            entry.tracked and (entry.client.busy or entry.client.cut_by is not None)  # type: ignore[attr-defined]
+        ):
+            reason = spoiled(entry, exc_type)
+        if reason is not None:
+            mapping.broken = reason
+            if mapping.depth and not mapping.entry.tracked:
                 # An outer block of this greenlet still holds the client. Drop the
                 # connection now, so that block's next command reconnects instead
-                # of reading the interrupted reply; discard it when that block ends.
+                # of reading the interrupted reply (a greenpool Client did so at the
+                # cut already); discard it when that block ends.
                 _close_quietly(mapping.entry.client, self._mapped._pool.name)
         if not mapping.depth and (mapping.broken is not None or mapping.entry.epoch != _fork.epoch):
             self._mapped._release(mapping)
@@ -159,10 +177,10 @@ class GreenletMappedPool(Generic[C]):
         A greenlet that already holds a client gets it at once, whatever
         *timeout* says, nested blocks included.
 
-        The client stays with the greenlet after the block. If the block was
-        left by an interruption (``gevent.Timeout``, a kill) or by a socket or
-        protocol error, the client is discarded instead, and the greenlet's
-        next reserve takes a new one.
+        The client stays with the greenlet after the block. If one of its
+        commands was cut off (by a ``gevent.Timeout``, a kill, a socket error...),
+        the client is discarded instead, and the greenlet's next reserve takes a
+        new one.
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
@@ -207,8 +225,8 @@ class GreenletMappedPool(Generic[C]):
         if mapping is not None:
             if mapping.depth:  # the pool was closed under an open block: keep lending
                 return mapping
-            self._release(mapping)  # the pool was closed: _get raises PoolClosed below
-        mapping = _Mapping(self._pool._get(True, timeout))
+            self._release(mapping)  # the pool was closed: lend raises PoolClosed below
+        mapping = _Mapping(self._pool.lend(True, timeout))
         rawlink = getattr(current, "rawlink", None)
         if rawlink is not None:
             rawlink(self._on_finished)
@@ -226,9 +244,11 @@ class GreenletMappedPool(Generic[C]):
             unlink = getattr(current, "unlink", None)
             if unlink is not None:
                 unlink(self._on_finished)
-        # else: mapped before a fork, and forgotten since; _put closes it.
+        # else: mapped before a fork, and forgotten since; take_back closes it.
         mapping.gone = None
-        self._pool._put(mapping.entry, mapping.broken)
+        if not mapping.returned:
+            mapping.returned = True
+            self._pool.take_back(mapping.entry, reason=mapping.broken)
 
     def _greenlet_finished(self, greenlet: Any) -> None:
         """The rawlink of a gevent Greenlet. It runs in the hub: never blocks or raises."""
@@ -253,18 +273,22 @@ class GreenletMappedPool(Generic[C]):
 
     def _give_back(self, mapping: _Mapping[C]) -> None:
         """Hand an ended greenlet's client back, from the hub. Never raises."""
-        # A block cannot outlive its greenlet; if one was left open anyway, treat
-        # it as interrupted.
-        broken = mapping.broken or (GreenletExit if mapping.depth else None)
+        # A block cannot outlive its greenlet; if one was left open anyway (a
+        # generator suspended inside it), its client may still be used there:
+        # never lend it again. Its later exit finds it returned already.
+        broken = mapping.broken or ("interrupted" if mapping.depth else None)
+        if mapping.returned:
+            return
+        mapping.returned = True
         try:
-            self._pool._put(mapping.entry, broken)
+            self._pool.take_back(mapping.entry, reason=broken)
         except Exception:
             log.exception("pool %r: handing back %r failed", self._pool.name, mapping.entry.client)
 
     def _after_fork(self) -> None:
         """Forget the parent's greenlets: their clients share sockets with the parent.
 
-        Idle ones go to _put now, which closes the child's copy of the socket;
+        Idle ones go to take_back now, which closes the child's copy of the socket;
         one still inside a reserve block is closed when that block ends.
         """
         parents, self._mappings = self._mappings, {}

@@ -2,27 +2,27 @@
 
 The data path of one reservation, all in this file::
 
-    reserve() -> Reservation.__enter__ -> _get: pop a slot, or wait for one
-              -> a None slot means "create a client now" (_create)
-              -> an idle one past its limits is replaced first (_prepare)
+    reserve() -> Reservation.__enter__ -> lend: the warmest idle client, or an
+                 empty slot, or wait for one (Slots.waiters)
+              -> idle: its connection closed or holding unread bytes? reconnect
+              -> empty: make a client (_prepare); idle and past a limit of the
+                 LendPolicy: discard it, try the next (_prepare)
     with-body uses the client
-    Reservation.__exit__ -> _put: interrupted or broken? discard, keep the slot
-                         -> _put_slot: to the oldest waiter, or back on the stack
+    Reservation.__exit__ -> take_back: a command cut off, or the block broken?
+                            discard the client, keep its slot
+                         -> Slots.give: to the oldest waiter, or back on top
 
-Slots live in a deque: placeholders (``None``) on the left, idle entries on the
-right, so the most recently returned client is reused first and a new one is
-made only when no idle one exists (urllib3's ``LifoQueue`` of ``None``, made
-fair, see :meth:`ClientPool._put_slot`).
+Where the rest lives: greenpool._slots (the slots, the waiters, resizing),
+greenpool.policy (may an idle client be lent again), greenpool._entry (a
+client's record, and whether a returned one is spoiled), greenpool.stats (the
+counters), greenpool._fork (forks), greenpool._leaks (leak warnings).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
-import random
 import time
-from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Optional, Protocol, TypeVar
@@ -30,11 +30,12 @@ from typing import Any, Generic, Optional, Protocol, TypeVar
 from gevent.monkey import get_original
 
 from greenpool import _fork, _leaks
-from greenpool._checks import check_seconds, check_size
-from greenpool._entry import Entry, failure, server_gone
-from greenpool._waiters import Waiters
-from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
-from greenpool.stats import DISCARD_REASONS, PoolStats
+from greenpool._checks import check_bool, check_seconds, check_size
+from greenpool._entry import Entry, spoiled
+from greenpool._slots import Slots
+from greenpool.errors import PoolClosed, PoolError
+from greenpool.policy import LendPolicy
+from greenpool.stats import Counters, PoolStats
 
 __all__ = ["DEFAULT_MAXSIZE", "DEFAULT_TIMEOUT", "ClientPool", "Reservation"]
 
@@ -64,9 +65,10 @@ C = TypeVar("C", bound=Closable)
 class Reservation(Generic[C]):
     """The context manager :meth:`ClientPool.reserve` returns.
 
-    Entering it takes a client from the pool; leaving it puts the client back,
-    or discards it when the block was left by an interruption or a connection
-    error.
+    Entering it lends a client; leaving it takes the client back, discarding it
+    if one of its commands was cut off (for a client that does not keep its
+    connection's state: if the block was left by an interruption or a
+    connection error). One block at a time may enter it.
     """
 
     __slots__ = ("_block", "_entry", "_pool", "_timeout")
@@ -75,9 +77,15 @@ class Reservation(Generic[C]):
         self._pool = pool
         self._block = block
         self._timeout = timeout
+        self._entry: Optional[Entry[C]] = None
 
     def __enter__(self) -> C:
-        self._entry = entry = self._pool._get(self._block, self._timeout)
+        if self._entry is not None:
+            raise PoolError(
+                f"this reservation of pool {self._pool.name!r} is already entered: "
+                f"call reserve() for each with-block"
+            )
+        self._entry = entry = self._pool.lend(self._block, self._timeout)
         return entry.client
 
     def __exit__(
@@ -86,7 +94,10 @@ class Reservation(Generic[C]):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self._pool._put(self._entry, exc_type)
+        entry = self._entry
+        if entry is not None:  # else entered by another block, which failed
+            self._entry = None
+            self._pool.take_back(entry, exc_type)
 
 
 class ClientPool(Generic[C]):
@@ -118,8 +129,8 @@ class ClientPool(Generic[C]):
     :meth:`reserve` fails at once with :class:`~greenpool.PoolOverloaded`.
 
     The pool belongs to the OS thread that first reserves from it (that
-    thread's gevent hub); using it from another thread raises
-    :class:`~greenpool.PoolError`. After a fork, the child never reuses a
+    thread's gevent hub); any other thread gets :class:`~greenpool.PoolError`
+    from every method but :meth:`stats`. After a fork, the child never reuses a
     client its parent created.
     """
 
@@ -142,40 +153,33 @@ class ClientPool(Generic[C]):
                 f"factory must be a zero-argument callable returning a client, "
                 f"not {type(factory).__name__}"
             )
-        if check is not None and not callable(check):
-            raise TypeError(f"check must be a callable taking a client, not {type(check).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         self._factory = factory
         self._maxsize = check_size("maxsize", maxsize)
         self.timeout = check_seconds("timeout", timeout)
         self.name = name if name is not None else f"pool-{next(_pool_numbers)}"
-        self._max_idle = _optional_seconds("max_idle", max_idle)
-        self._max_lifetime = _optional_seconds("max_lifetime", max_lifetime)
-        self._check_after = _optional_seconds("check_after_idle", check_after_idle)
-        if check is not None and self._check_after is None:
-            self._check_after = 0.0
-        self._check: Callable[[C], object] = check or _version
+        self._policy: LendPolicy[C] = LendPolicy(
+            self.name, max_idle=max_idle, max_lifetime=max_lifetime,
+            check_after_idle=check_after_idle, check=check,
+        )  # fmt: skip
         self._max_waiting = (
             None if max_waiting is None else check_size("max_waiting", max_waiting, minimum=0)
         )
-        # Whether an idle entry needs a look before it is lent again.
-        self._vetting = not (self._max_idle is None and self._max_lifetime is None
-                             and self._check_after is None)  # fmt: skip
-        self._slots: deque[Optional[Entry[C]]] = deque([None] * self._maxsize)
-        self._waiters: Waiters[Optional[Entry[C]]] = Waiters()
-        self._excess = 0  # clients in use beyond maxsize after a shrink
-        self._closed = False
+        leak_after = None if leak_warning_after is None else check_seconds(
+            "leak_warning_after", leak_warning_after
+        )  # fmt: skip
+        self._leaks = None if leak_after is None else _leaks.LeakWatch(self.name, leak_after)
+        # What the data path asks of the policy on every reservation, kept at hand.
+        self._vetting = self._policy.active
+        self._trimming = self._policy.max_idle is not None
+        self._slots: Slots[C] = Slots(self._maxsize)
+        self._counts = Counters()
+        #: Whether :meth:`close` has been called (read it; :meth:`close` sets it).
+        self.closed = False
         self._attention = False  # closed, or forked since last used: see _check_usable
         self._thread: Optional[int] = None
         self._epoch = _fork.epoch
-        self._generation = 0
-        self._in_use = 0
-        self._created = 0
-        self._discards = dict.fromkeys(DISCARD_REASONS, 0)
-        self._reconnects = self._connection_errors = 0
-        self._reserves = self._waits = self._timeouts = self._overloaded = 0
-        self._wait_s = self._usage_s = 0.0
-        leak_after = _optional_seconds("leak_warning_after", leak_warning_after)
-        self._leaks = None if leak_after is None else _leaks.LeakWatch(self.name, leak_after)
         _fork.pools.add(self)
 
     @property
@@ -183,15 +187,10 @@ class ClientPool(Generic[C]):
         """The most clients that may exist at once (see :meth:`resize`)."""
         return self._maxsize
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closed
-
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.name!r} maxsize={self._maxsize} "
-            f"size={self._live()} in_use={self._in_use}>"
+            f"size={self._counts.live()} in_use={self._slots.lent}>"
         )
 
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Reservation[C]:
@@ -208,12 +207,14 @@ class ClientPool(Generic[C]):
         :class:`~greenpool.PoolOverloaded`; after :meth:`close`,
         :class:`~greenpool.PoolClosed`.
 
-        The client goes back when the block ends. If the block was left by an
-        interruption (``gevent.Timeout``, a kill, ``KeyboardInterrupt``) or by a
-        socket or protocol error, the client is closed and its slot refilled
-        with a new client on demand: a half-read reply never reaches the next
-        user.
+        The client goes back when the block ends. A client one of whose commands
+        was cut off (by a ``gevent.Timeout``, a kill, a socket error, a failing
+        deserializer...), even if the block caught that, is closed, and its slot
+        refilled with a new client on demand: a half-read reply never reaches
+        the next user.
         """
+        if block is not True and block is not False:
+            check_bool("block", block)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         return Reservation(self, block, timeout)
@@ -233,19 +234,18 @@ class ClientPool(Generic[C]):
 
         check_size("n_slots", n_slots, minimum=0)
         self._check_usable()
-        free = self._slots.count(None)
-        if n_slots > free:
+        empty = self._slots.empty
+        if n_slots > empty:
             raise ValueError(
-                f"n_slots={n_slots} exceeds the {free} clients pool {self.name!r} may "
-                f"still create (maxsize={self._maxsize}, size={self._live()})"
+                f"n_slots={n_slots} exceeds the {empty} clients pool {self.name!r} may "
+                f"still create (maxsize={self._maxsize}, size={self._counts.live()})"
             )
         make: Callable[[], C] = self._factory if client is None else cloner(client)
         for _ in range(n_slots):
             now = _monotonic()
             entry = self._new_entry(make, now)
             entry.since = now
-            self._slots.popleft()  # a placeholder: they sit on the left
-            self._slots.append(entry)
+            self._slots.fill(entry)
 
     def resize(self, maxsize: int) -> None:
         """Change *maxsize* at run time.
@@ -256,22 +256,11 @@ class ClientPool(Generic[C]):
         """
         check_size("maxsize", maxsize)
         self._check_usable()
-        grow, self._maxsize = maxsize - self._maxsize, maxsize
-        absorbed = min(self._excess, max(grow, 0))
-        self._excess -= absorbed
-        for _ in range(grow - absorbed):
-            if self._waiters:
-                self._in_use += 1
-                self._waiters.hand(None)
-            else:
-                self._slots.appendleft(None)
-        shrink = -grow
-        while shrink > 0 and self._slots:
-            entry = self._slots.popleft()  # placeholders first, then the coldest idle
-            if entry is not None:
-                self._discard(entry, "resized")
-            shrink -= 1
-        self._excess += max(shrink, 0)
+        more, self._maxsize = maxsize - self._maxsize, maxsize
+        if more >= 0:
+            self._slots.grow(more)
+        for entry in self._slots.shrink(-more) if more < 0 else ():
+            self._discard(entry, "resized")
 
     def disconnect_idle(self) -> None:
         """Close the connections of idle clients; each reconnects on its next command.
@@ -280,9 +269,9 @@ class ClientPool(Generic[C]):
         is counted as discarded (pymemcache's ``PooledClient.close``, which
         Django calls after every request, means this).
         """
-        for entry in self._slots:
-            if entry is not None:
-                _close_quietly(entry.client, self.name)
+        self._check_thread()
+        for entry in self._slots.idle:
+            _close_quietly(entry.client, self.name)
 
     def close(self) -> None:
         """Close idle clients now and clients in use when they come back.
@@ -290,14 +279,13 @@ class ClientPool(Generic[C]):
         Greenlets waiting for a client get :class:`~greenpool.PoolClosed`, and
         so does every later :meth:`reserve`. Closing twice is harmless.
         """
-        if self._closed:
+        self._check_thread()
+        if self.closed:
             return
-        self._closed = self._attention = True
-        self._waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
-        while self._slots:
-            entry = self._slots.pop()
-            if entry is not None:
-                self._discard(entry, "closed")
+        self.closed = self._attention = True
+        self._slots.waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
+        for entry in self._slots.drain():
+            self._discard(entry, "closed")
 
     def __enter__(self) -> ClientPool[C]:
         return self
@@ -306,137 +294,120 @@ class ClientPool(Generic[C]):
         self.close()
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats")."""
-        if self._epoch != _fork.epoch:
-            self._after_fork()
-        discards = self._discards
-        return PoolStats(
+        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats").
+
+        Unlike the other methods, this one may be called from any thread (a
+        metrics exporter's, say): it only reads.
+        """
+        slots = self._slots
+        return self._counts.snapshot(
             maxsize=self._maxsize,
-            size=self._live(),
-            idle=len(self._slots) - self._slots.count(None),
-            in_use=self._in_use,
-            waiting=len(self._waiters),
-            created=self._created,
-            discarded=sum(discards.values()),
-            discarded_interrupted=discards["interrupted"],
-            discarded_error=discards["error"],
-            discarded_idle=discards["idle"],
-            discarded_lifetime=discards["lifetime"],
-            discarded_check_failed=discards["check_failed"],
-            discarded_fork=discards["fork"],
-            discarded_closed=discards["closed"],
-            discarded_resized=discards["resized"],
-            reconnects=self._reconnects,
-            connection_errors=self._connection_errors,
-            reserves=self._reserves,
-            waits=self._waits,
-            timeouts=self._timeouts,
-            overloaded=self._overloaded,
+            idle=len(slots.idle),
+            in_use=slots.lent if self._epoch == _fork.epoch else 0,
+            waiting=len(slots.waiters),
             leak_warnings=self._leaks.warnings if self._leaks else 0,
-            wait_ms=self._wait_s * 1000.0,
-            usage_ms=self._usage_s * 1000.0,
         )
 
-    # -- the data path: _get, _prepare, _create, _put, _put_slot -------------------
+    # -- the data path: lend and take_back, for Reservation and the layers above ----
 
-    def _get(self, block: bool, timeout: Optional[float]) -> Entry[C]:
-        """Take an entry: the warmest idle one, a new one, or one handed over."""
+    def lend(self, block: bool = True, timeout: Optional[float] = None) -> Entry[C]:
+        """Take a slot and return its entry, ready to use: what a reservation's
+        ``__enter__`` does (*block* and *timeout* as for :meth:`reserve`, checked).
+        Hand it back with :meth:`take_back`, exactly once."""
         if self._attention or self._thread != _thread_ident():
             self._check_usable()
-        if self._slots:
-            entry = self._slots.pop()
-            self._in_use += 1
-        else:
-            entry = self._wait(block, timeout)  # counted in _in_use by the giver
+        slots = self._slots
+        entry: Optional[Entry[C]]
+        if slots.idle:
+            entry = slots.idle.pop()
+            slots.lent += 1
+        elif slots.empty:
+            slots.empty -= 1
+            slots.lent += 1
+            entry = None
+        else:  # wait; the slot handed over is counted as lent by the giver
+            seconds = (self.timeout if timeout is None else timeout) if block else 0
+            entry = slots.wait(
+                self.name, self._maxsize, seconds, self._max_waiting, self._counts, self._give
+            )
         now = _monotonic()
-        if entry is None or self._vetting or entry.generation != self._generation:
+        if entry is None or self._vetting:
             entry = self._prepare(entry, now)
-        self._reserves += 1
+        elif entry.probe is not None and entry.probe():
+            self._reconnect(entry)
+        self._counts.reserves += 1
         entry.since = now
         if self._leaks is not None:
             self._leaks.watch(entry)
         return entry
 
     def _prepare(self, entry: Optional[Entry[C]], now: float) -> Entry[C]:
-        """Make the slot just taken lendable: create into a placeholder; reconnect
-        a client older than the last server failure; replace one past its limits."""
-        while entry is not None:
-            if entry.generation != self._generation:
-                _close_quietly(entry.client, self.name)  # pymemcache reconnects on use
-                entry.generation = self._generation
-                self._reconnects += 1
-            reason = self._expired(entry, now) or self._checked(entry, now)
-            if reason is None:
-                return entry
-            self._discard(entry, reason)
-            if self._slots and self._slots[-1] is not None:
-                self._slots.appendleft(None)  # trade our placeholder for the next idle one
-                entry = self._slots.pop()
-            else:
-                entry = None
-        return self._create(now)
-
-    def _expired(self, entry: Entry[C], now: float) -> Optional[str]:
-        if now >= entry.expires:
-            return "lifetime"
-        if self._max_idle is not None and now - entry.since > self._max_idle:
-            return "idle"
-        return None
-
-    def _checked(self, entry: Entry[C], now: float) -> Optional[str]:
-        """Run the liveness check on a client idle past check_after_idle."""
-        if self._check_after is None or now - entry.since < self._check_after:
-            return None
+        """Make the slot just taken lendable: make a client for an empty one;
+        replace an idle one the policy refuses. Whatever interrupts this gives
+        the slot back."""
         try:
-            self._check(entry.client)
-        except Exception:
-            log.info("pool %r: a client failed its check and is replaced", self.name)
-            return "check_failed"
-        except BaseException:
-            self._discard(entry, "interrupted")
-            self._put_slot(None)
-            raise
-        return None
-
-    def _create(self, now: float) -> Entry[C]:
-        """Fill the placeholder this reservation holds, or give it back on failure."""
-        try:
+            while entry is not None:
+                if entry.probe is not None and entry.probe():
+                    self._reconnect(entry)
+                reason = self._policy.verdict(entry, now)
+                if reason is None:
+                    return entry
+                refused, entry = entry, None  # the slot is ours, and empty
+                self._discard(refused, reason)
+                if self._slots.idle:  # trade it for the next idle client
+                    self._slots.empty += 1
+                    entry = self._slots.idle.pop()
             return self._new_entry(self._factory, now)
         except BaseException:
-            self._put_slot(None)
+            if entry is not None:
+                self._discard(entry, "interrupted")
+            self._give(None)
             raise
+
+    def _reconnect(self, entry: Entry[C]) -> None:
+        """Close an idle connection found closed by the server or holding bytes
+        nobody asked for: the client reconnects on its next command."""
+        _close_quietly(entry.client, self.name)
+        self._counts.reconnects += 1
 
     def _new_entry(self, make: Callable[[], C], now: float) -> Entry[C]:
         client = make()
         if client is None:
             raise TypeError(f"the factory of pool {self.name!r} returned None, not a client")
-        expires = math.inf
-        if self._max_lifetime is not None:
-            expires = now + self._max_lifetime * random.uniform(0.95, 1.0)
-        self._created += 1
-        return Entry(client, _fork.epoch, self._generation, expires)
+        self._counts.created += 1
+        return Entry(client, _fork.epoch, self._policy.expires(now))
 
-    def _put(self, entry: Entry[C], exc_type: Optional[type[BaseException]]) -> None:
-        """Take back a lent entry; *exc_type* is the exception that ended its use."""
+    def take_back(
+        self,
+        entry: Entry[C],
+        exc_type: Optional[type[BaseException]] = None,
+        reason: Optional[str] = None,
+    ) -> None:
+        """Take back a lent *entry*, whose use ended by *exc_type* (``None``:
+        normally). Its client is discarded if it is spoiled (see
+        :func:`greenpool._entry.spoiled`), or for *reason* if one is given."""
         now = _monotonic()
-        self._usage_s += now - entry.since
+        self._counts.usage_s += now - entry.since
         entry.since = now
         if entry.leak is not None:
             _leaks.LeakWatch.stop(entry)
-        if exc_type is not None or now >= entry.expires or entry.epoch != _fork.epoch:
-            self._put_back_unusual(entry, exc_type, now)
-        elif self._waiters or self._excess or self._closed:
-            self._put_slot(entry)
-        else:  # the common case, inlined from _put_slot
-            self._in_use -= 1
-            self._slots.append(entry)
-            if self._max_idle is not None:
+        if entry.tracked:
+            client: Any = entry.client
+            fit = not client.busy and client.cut_by is None
+        else:
+            fit = exc_type is None
+        if reason is not None or not fit or now >= entry.expires or entry.epoch != _fork.epoch:
+            self._take_back_unusual(entry, reason or spoiled(entry, exc_type), now)
+        elif (slots := self._slots).waiters or slots.excess or self.closed:
+            self._give(entry)
+        else:  # the common case, inlined from Slots.give
+            slots.lent -= 1
+            slots.idle.append(entry)
+            if self._trimming:
                 self._trim(now)
 
-    def _put_back_unusual(
-        self, entry: Entry[C], exc_type: Optional[type[BaseException]], now: float
-    ) -> None:
-        """Take back an entry lent before a fork, ended by a failure, or expired."""
+    def _take_back_unusual(self, entry: Entry[C], reason: Optional[str], now: float) -> None:
+        """Take back an entry lent before a fork, spoiled, or expired."""
         if entry.epoch != _fork.epoch:
             # Lent before a fork: the parent owns its socket. Our own slots were
             # renewed by _after_fork, so only drop our file descriptor.
@@ -444,124 +415,64 @@ class ClientPool(Generic[C]):
                 self._after_fork()
             _close_quietly(entry.client, self.name)
             return
-        reason = None if exc_type is None else failure(exc_type)
         if reason is None and now < entry.expires:  # the application's own exception
-            self._put_slot(entry)
+            self._give(entry)
             return
         if reason == "error":
-            self._connection_errors += 1
-            if server_gone(exc_type) and entry.generation == self._generation:  # type: ignore[arg-type]
-                self._generation += 1  # reconnect every idle client made before this
+            self._counts.connection_errors += 1
         self._discard(entry, reason or "lifetime")
-        self._put_slot(None)
+        self._give(None)
 
-    def _put_slot(self, slot: Optional[Entry[C]]) -> None:
-        """Hand *slot* to the oldest waiter (which keeps the pool fair, see
-        greenpool._waiters), or push it back."""
-        if self._excess:  # the pool shrank while this was lent
-            self._excess -= 1
-            self._in_use -= 1
-            if slot is not None:
-                self._discard(slot, "resized")
-        elif self._waiters:
-            self._waiters.hand(slot)
-        else:
-            self._in_use -= 1
-            if self._closed:
-                if slot is not None:
-                    self._discard(slot, "closed")
-            elif slot is None:
-                self._slots.appendleft(None)
-            else:
-                self._slots.append(slot)
-
-    def _live(self) -> int:
-        """The clients that exist now: every one created and not yet discarded."""
-        return self._created - sum(self._discards.values())
+    def _give(self, slot: Optional[Entry[C]]) -> None:
+        """Give a lent slot back (see Slots.give), discarding its client if it must."""
+        reason = self._slots.give(slot, self.closed)
+        if reason is not None and slot is not None:
+            self._discard(slot, reason)
 
     def _discard(self, entry: Entry[C], reason: str) -> None:
-        self._discards[reason] += 1
+        self._counts.discards[reason] += 1
         _close_quietly(entry.client, self.name)
 
     def _trim(self, now: float) -> None:
         """Close the coldest idle client if it idled past max_idle: the pool
         shrinks toward demand while it is used, one client per return."""
-        coldest = self._slots.count(None)
-        if coldest < len(self._slots):
-            entry = self._slots[coldest]
-            if entry is not None and now - entry.since > self._max_idle:  # type: ignore[operator]
-                del self._slots[coldest]
-                self._slots.appendleft(None)
-                self._discard(entry, "idle")
+        coldest = self._slots.coldest()
+        if coldest is not None and self._policy.cold(coldest, now):
+            self._slots.drop_coldest()
+            self._discard(coldest, "idle")
 
-    # -- waiting and checks ------------------------------------------------------
-
-    def _wait(self, block: bool, timeout: Optional[float]) -> Optional[Entry[C]]:
-        """Wait for a slot handed over by _put_slot; raise PoolTimeout if none,
-        PoolOverloaded if max_waiting greenlets wait already."""
-        seconds = self.timeout if timeout is None else timeout
-        if not block or seconds == 0:
-            self._timeouts += 1
-            raise PoolTimeout(
-                f"no client free in pool {self.name!r} (maxsize={self._maxsize}) "
-                f"and block=False or timeout=0 was given"
-            )
-        if self._max_waiting is not None and len(self._waiters) >= self._max_waiting:
-            self._overloaded += 1
-            raise PoolOverloaded(
-                f"pool {self.name!r} already has max_waiting={self._max_waiting} "
-                f"greenlets waiting for its {self._maxsize} clients"
-            )
-        self._waits += 1
-        started = _monotonic()
-        try:
-            served, slot = self._waiters.wait(
-                None if math.isinf(seconds) else seconds, self._put_slot
-            )
-        finally:
-            self._wait_s += _monotonic() - started
-        if not served:
-            self._timeouts += 1
-            raise PoolTimeout(
-                f"no client came free in pool {self.name!r} (maxsize={self._maxsize}) "
-                f"within timeout={seconds}s"
-            )
-        return slot
+    # -- threads and forks -------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._closed:
+        if self.closed:
             raise PoolClosed(f"pool {self.name!r} is closed; reserve() needs an open pool")
         if self._epoch != _fork.epoch:
             self._after_fork()
+        self._check_thread()
+        self._thread = _thread_ident()
+
+    def _check_thread(self) -> None:
+        """Refuse a thread other than the one the pool belongs to (if any yet)."""
         ident = _thread_ident()
-        if ident != self._thread:
-            if self._thread is not None:
-                raise PoolError(
-                    f"pool {self.name!r} belongs to thread {self._thread} (its gevent "
-                    f"hub) and was used from thread {ident}; create one pool per thread"
-                )
-            self._thread = ident
+        if self._thread is not None and ident != self._thread and self._epoch == _fork.epoch:
+            raise PoolError(
+                f"pool {self.name!r} belongs to thread {self._thread} (its gevent "
+                f"hub) and was used from thread {ident}; create one pool per thread"
+            )
 
     def _after_fork(self) -> None:
         """Forget the parent's clients: they share sockets with the parent."""
-        parents = [entry for entry in self._slots if entry is not None]
-        self._discards["fork"] += self._live()  # so the parent's clients count out of size
-        self._in_use = self._excess = 0
-        self._slots = deque([None] * self._maxsize)
+        parents = self._slots.drain()
+        self._counts.discards["fork"] += self._counts.live()  # the parent's count out of size
+        self._slots.waiters.fail_all(
+            PoolError(f"pool {self.name!r}: the process forked while waiting")
+        )
+        self._slots = Slots(self._maxsize)
         self._thread = None
         self._epoch = _fork.epoch
-        self._attention = self._closed
-        self._waiters.fail_all(PoolError(f"pool {self.name!r}: the process forked while waiting"))
+        self._attention = self.closed
         for entry in parents:
             _close_quietly(entry.client, self.name)
-
-
-def _optional_seconds(name: str, value: Any) -> Optional[float]:
-    return None if value is None else check_seconds(name, value)
-
-
-def _version(client: Any) -> object:
-    return client.version()
 
 
 def _close_quietly(client: Closable, pool_name: str) -> None:

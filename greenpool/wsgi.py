@@ -46,6 +46,8 @@ class RelinquishMiddleware:
     """
 
     def __init__(self, app: WSGIApp, mapped: GreenletMappedPool[Any]) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
         if not isinstance(mapped, GreenletMappedPool):
             raise TypeError(f"mapped must be a GreenletMappedPool, not {type(mapped).__name__}")
         self.app = app

@@ -5,14 +5,17 @@ The session-wide memcached lives in the root conftest.py, for doctests too.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from greenpool import ClientPool, GreenletMappedPool, client_factory
+from greenpool import ClientPool, GreenletMappedPool, PoolError, client_factory
 from tests.memcached import MemcachedServer
+from tests.nutcracker import Nutcracker
 from tests.proxy import FaultProxy
 
 _keys = itertools.count()
@@ -69,7 +72,8 @@ def make_pool(memcached: MemcachedServer) -> Iterator[Callable[..., ClientPool[A
 
     yield make
     for pool in pools:
-        pool.close()
+        with contextlib.suppress(PoolError):  # a pool another thread owns
+            pool.close()
 
 
 @pytest.fixture
@@ -78,3 +82,29 @@ def make_mapped(
 ) -> Callable[..., GreenletMappedPool[Any]]:
     """Build GreenletMappedPools over pools from make_pool (same arguments)."""
     return lambda *args, **options: GreenletMappedPool(make_pool(*args, **options))
+
+
+@pytest.fixture
+def three_memcacheds() -> Iterator[list[MemcachedServer]]:
+    """Three memcached processes this test alone uses (any may be stopped)."""
+    started = [MemcachedServer().start() for _ in range(3)]
+    yield started
+    for server in started:
+        if server.running():
+            server.stop()
+
+
+@pytest.fixture
+def start_nutcracker(tmp_path: Path) -> Iterator[Callable[..., Nutcracker]]:
+    """Start nutcracker processes in front of memcached addresses (keyword
+    arguments are pool settings of its YAML); all stopped at teardown."""
+    proxies: list[Nutcracker] = []
+
+    def start(backends: list[tuple[str, int]], **settings: Any) -> Nutcracker:
+        directory = tmp_path / f"nutcracker-{len(proxies)}"
+        proxies.append(Nutcracker(backends, directory, **settings).start())
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()

@@ -12,12 +12,10 @@ import shutil
 from typing import Any
 
 import port_for
-from mirakuru import TCPExecutor
 from pymemcache.client.base import Client
 
 from greenpool import _socket
-
-HOST = "127.0.0.1"
+from tests.process import HOST, LoopbackServer
 
 
 def memcached_binary() -> str:
@@ -27,32 +25,15 @@ def memcached_binary() -> str:
     return path
 
 
-class MemcachedServer:
+class MemcachedServer(LoopbackServer):
     """One memcached process; stop() and start() again reuse the same port."""
 
     def __init__(self, *extra_args: str, port: int | None = None) -> None:
-        self.host = HOST
-        self.port = port or port_for.select_random()
-        command = [memcached_binary(), "-l", HOST, "-p", str(self.port), "-U", "0", "-t", "2"]
+        port = port or port_for.select_random()
+        command = [memcached_binary(), "-l", HOST, "-p", str(port), "-U", "0", "-t", "2"]
         if os.geteuid() == 0:
             command += ["-u", getpass.getuser()]
-        self._executor = TCPExecutor(
-            command + list(extra_args), host=HOST, port=self.port, timeout=10
-        )
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def start(self) -> MemcachedServer:
-        self._executor.start()
-        return self
-
-    def stop(self) -> None:
-        self._executor.stop()
-
-    def running(self) -> bool:
-        return bool(self._executor.running())
+        super().__init__(command + list(extra_args), port)
 
     def stats(self) -> dict[str, Any]:
         """The server's own ``stats``, read over a fresh connection."""

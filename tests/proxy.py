@@ -4,12 +4,15 @@ It runs in the test's own gevent hub, so faults land exactly where a real slow
 or dying network would put them: inside the client's recv. Set
 ``reply_delay`` (seconds, or a zero-argument callable returning seconds) to
 hold every chunk the server sends; call ``cut()`` to drop every connection.
-``sent`` counts the bytes clients sent towards the server, ``open_connections``
-the client connections still open.
+``inject(data)`` puts *data* in front of the next chunk the server sends, and
+``push(data)`` sends it to every client at once, as a server out of step with its
+clients would. ``sent`` counts the bytes clients
+sent towards the server, ``open_connections`` the client connections still open.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Union
 
@@ -26,7 +29,9 @@ class FaultProxy:
         self.reply_delay: Delay = 0.0
         self.connections = 0
         self.sent = 0
+        self._injected = b""
         self._sockets: set[socket.socket] = set()
+        self._clients: set[socket.socket] = set()
         self._server = StreamServer(("127.0.0.1", 0), self._handle)
 
     @property
@@ -46,10 +51,23 @@ class FaultProxy:
         self.cut()
 
     def cut(self) -> None:
-        """Close every live connection, both towards clients and the server."""
+        """Close every live connection, both towards clients and the server: the
+        peers see the close at once (gevent may defer the close of a socket
+        another greenlet waits on; a shutdown is not deferred)."""
         for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
         self._sockets.clear()
+
+    def inject(self, data: bytes) -> None:
+        """Send *data* to the client before the next chunk of the server's reply."""
+        self._injected += data
+
+    def push(self, data: bytes) -> None:
+        """Send *data* to every connected client now, unasked."""
+        for client in list(self._clients):
+            client.sendall(data)
 
     def _delay(self) -> float:
         return self.reply_delay() if callable(self.reply_delay) else self.reply_delay
@@ -62,11 +80,15 @@ class FaultProxy:
             client.close()
             return
         server.settimeout(None)
+        for sock in (client, server):  # as memcached does: no Nagle delay on replies
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sockets.update((client, server))
+        self._clients.add(client)
         upstream = gevent.spawn(self._pump, client, server, False)
         downstream = gevent.spawn(self._pump, server, client, True)
         gevent.joinall([upstream, downstream])
         self._sockets.difference_update((client, server))
+        self._clients.discard(client)
 
     def _pump(self, source: socket.socket, sink: socket.socket, delayed: bool) -> None:
         try:
@@ -78,6 +100,7 @@ class FaultProxy:
                     delay = self._delay()
                     if delay:
                         gevent.sleep(delay)
+                    data, self._injected = self._injected + data, b""
                 else:
                     self.sent += len(data)
                 sink.sendall(data)

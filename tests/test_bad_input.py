@@ -11,7 +11,8 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheIllegalInputError
 
-from greenpool import ClientPool, HashClient, PooledClient
+from greenpool import ClientPool, HashClient, PooledClient, client_factory
+from greenpool.wsgi import RelinquishMiddleware
 from tests.proxy import FaultProxy
 
 
@@ -168,3 +169,72 @@ def test_bad_cluster_pool_arguments_are_named(memcached: Any) -> None:
         HashClient([memcached.address], max_pool_size=0)
     with pytest.raises(TypeError, match="pool_timeout must be a number of seconds"):
         HashClient([memcached.address], pool_timeout="1")
+
+
+def _mapped() -> Any:
+    from greenpool import GreenletMappedPool
+
+    return GreenletMappedPool(ClientPool(factory, 1))
+
+
+SERVER = ("127.0.0.1", 11211)  # never contacted: every call below fails before connecting
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: ClientPool(factory, name=123), TypeError, "name must be a str, not int"),
+        (lambda: ClientPool(factory, max_idle="1"), TypeError, "max_idle must be a number"),
+        (lambda: ClientPool(factory, max_waiting=-1), ValueError, "max_waiting must be at least 0"),
+        (lambda: ClientPool(factory, check="version"), TypeError, "check must be a callable"),
+        (lambda: ClientPool(factory, 1).reserve(block="no"), TypeError, "block must be a bool"),
+        (lambda: ClientPool(factory, 1).resize(0), ValueError, "maxsize must be at least 1"),
+        (lambda: _mapped().reserve(timeout=math.nan), ValueError, "timeout must be a non-neg"),
+        (lambda: RelinquishMiddleware(None, _mapped()), TypeError, "app must be a WSGI callable"),
+        (
+            lambda: HashClient([], max_pool_size="4"),
+            TypeError,
+            "max_pool_size must be an int, not str",
+        ),
+        (lambda: HashClient([], pool_timeout=-1), ValueError, "pool_timeout must be a non-neg"),
+        (lambda: HashClient("127.0.0.1:11211"), TypeError, "servers must be a list"),
+        (lambda: PooledClient(SERVER, timeout=math.nan), ValueError, "timeout must be a positive"),
+        (lambda: PooledClient(SERVER, timeout=-1), ValueError, "timeout must be a positive"),
+        (lambda: PooledClient(SERVER, timeout=0), ValueError, "timeout must be a positive"),
+        (lambda: PooledClient(SERVER, timeout="2"), TypeError, "timeout must be a number"),
+        (lambda: PooledClient(SERVER, connect_timeout=True), TypeError, "connect_timeout must be"),
+        (lambda: PooledClient(SERVER, connect_timeout=-5), ValueError, "connect_timeout must be"),
+        (lambda: PooledClient(SERVER, pool_options=5), TypeError, "pool_options must be a mapping"),
+        (lambda: PooledClient(SERVER, ignore_exc="yes"), TypeError, "ignore_exc must be a bool"),
+        (lambda: PooledClient(SERVER, no_delay=1), TypeError, "no_delay must be a bool"),
+        (lambda: PooledClient(SERVER, default_noreply=None), TypeError, "default_noreply must be"),
+        (lambda: PooledClient(("127.0.0.1", "11211")), TypeError, "server port must be an int"),
+        (lambda: PooledClient(("127.0.0.1", 70000)), ValueError, "server port must be between"),
+        (lambda: PooledClient(42), TypeError, "server must be"),
+        (lambda: client_factory(SERVER, encoding="no-such-codec"), ValueError, "encoding"),
+        (lambda: client_factory(SERVER, serde=object()), TypeError, "serde must have"),
+    ],
+)
+def test_every_public_argument_is_checked_by_name_before_anything_connects(
+    call: Callable[[], Any], error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda: ClientPool(factory, maxsize=10**8), lambda: ClientPool(factory, 1).resize(10**8)],
+    ids=["maxsize", "resize"],
+)
+def test_a_huge_maxsize_allocates_nothing_per_slot(call: Callable[[], Any]) -> None:
+    """Slots not yet filled are a count, not a placeholder each."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000

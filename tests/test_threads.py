@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from greenpool import ClientPool, PoolError
+from tests.threads import in_another_thread
 
 MakePool = Callable[..., ClientPool[Any]]
 
@@ -17,21 +18,8 @@ def test_another_thread_gets_a_clear_pool_error_and_nothing_hangs(make_pool: Mak
     pool = make_pool(2, name="threaded")
     with pool.reserve() as mc:
         mc.version()
-    errors: list[BaseException] = []
-
-    def other_thread() -> None:
-        try:
-            with pool.reserve(timeout=1):
-                pass
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], PoolError)
-    assert "'threaded' belongs to thread" in str(errors[0])
+    error = in_another_thread(lambda: pool.reserve(timeout=1).__enter__())
+    assert isinstance(error, PoolError) and "'threaded' belongs to thread" in str(error)
     with pool.reserve() as mc:  # unharmed in its own thread
         assert mc.version()
     assert pool.stats()["in_use"] == 0

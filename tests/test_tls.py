@@ -70,11 +70,11 @@ def _gevent_context(ca: trustme.CA) -> ssl.SSLContext:
     return tls_context
 
 
-def test_a_pool_with_a_tls_factory_serves_over_cooperative_guarded_sockets(
+def test_a_pool_with_a_tls_factory_serves_over_cooperative_sockets(
     tls_memcached: MemcachedServer, context: ssl.SSLContext, key: Key
 ) -> None:
     """ClientPool + client_factory(tls_context=...): commands work and the socket is
-    gevent's TLS socket with greenpool's interruption guard."""
+    gevent's TLS socket."""
     pool = ClientPool(client_factory(tls_memcached.address, tls_context=context), 2)
     with pool.reserve() as mc:
         assert mc.set(key("a"), "secret") and mc.get(key("a")) == b"secret"
@@ -134,8 +134,8 @@ def test_a_slow_tls_reply_lets_other_greenlets_run_and_can_be_timed_out(
 def test_a_timeout_caught_inside_the_block_never_yields_a_stale_tls_reply(
     tls_proxy: FaultProxy, context: ssl.SSLContext, key: Key
 ) -> None:
-    """The socket guard works over TLS too: ConnectionAbortedError once, then a fresh
-    connection that reads its own counter."""
+    """The cut closes a TLS connection too: the next command reads its own counter
+    over a fresh connection."""
     pool = ClientPool(client_factory(tls_proxy.address, tls_context=context), 1)
     with pool.reserve() as mc:
         catch_a_timeout_and_go_on(mc, tls_proxy, key)
@@ -177,7 +177,8 @@ def test_a_gevent_context_works_too(
 def test_an_untrusted_certificate_fails_and_the_pool_stays_whole(
     tls_memcached: MemcachedServer, key: Key
 ) -> None:
-    """Verification errors are pymemcache's (ssl errors are OSErrors); no slot is lost."""
+    """Verification errors are pymemcache's (ssl errors are OSErrors); no slot is
+    lost, and the client, which never connected, stays."""
     mc = PooledClient(
         tls_memcached.address, tls_context=ssl.create_default_context(), max_pool_size=1
     )
@@ -185,7 +186,7 @@ def test_an_untrusted_certificate_fails_and_the_pool_stays_whole(
         with pytest.raises(ssl.SSLCertVerificationError):
             mc.get(key("a"))
     stats = mc.pool_stats()
-    assert (stats["in_use"], stats["size"]) == (0, 0)
+    assert (stats["in_use"], stats["size"], stats["created"]) == (0, 1, 1)
 
 
 class _Ticker:

@@ -255,3 +255,23 @@ def test_2000_concurrent_requests_are_all_answered_correctly(server: Server, key
     after = server.stats()["pool"]
     assert after["size"] <= POOL_SIZE and after["in_use"] == after["waiting"] == 0
     assert after["timeouts"] == before["timeouts"] and after["waits"] > before["waits"]
+
+
+@pytest.mark.parametrize(
+    "target", ["xtarget-key", "http://t/target-key", "*"], ids=["no-slash", "absolute", "asterisk"]
+)
+def test_a_request_target_that_is_not_origin_form_gets_400(
+    server: Server, direct: Client, memcached: MemcachedServer, target: str
+) -> None:
+    """``GET xtarget-key`` used to read the key ``target-key`` (the first character
+    dropped unchecked), and ``GET http://t/k`` the key ``ttp://t/k``."""
+    direct.set("target-key", b"not yours", noreply=False)
+    gets = memcached.stats()["cmd_get"]
+    with gevent.socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert b"not yours" not in reply
+    assert memcached.stats()["cmd_get"] == gets

@@ -1,0 +1,114 @@
+"""One memcached client per process and OS thread, shared by a framework's cache backends.
+
+Django builds a cache backend object per context (an asgiref ``Local``, which
+is contextvars-based, and every gevent greenlet has a context of its own), and
+any framework may build several backends with the same settings. If each built
+its own client, each would open its own connections. :func:`shared_client`
+hands every backend with the same servers and options the same
+:class:`~greenpool.HashClient`, one per OS thread (a pool belongs to one gevent
+hub) and per process: after a fork the child builds its own, so it never
+touches a client, nor the failover state, its parent made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any
+
+from gevent.monkey import get_original
+from pymemcache.client.base import check_key_helper
+
+from greenpool import _fork
+from greenpool.client import PooledClient
+from greenpool.cluster import HashClient
+
+__all__ = ["OneServerClient", "cluster_client", "shared_client"]
+
+# The OS thread's own storage, even under monkey-patching (where threading.local
+# is per greenlet). A thread's clients go with the thread.
+_ThreadLocal: type[Any] = get_original("_thread", "_local")
+
+
+class _Clients(_ThreadLocal):  # type: ignore[misc]
+    epoch = -1  # the process generation the clients below were made in
+    clients: dict[Hashable, Any]
+
+
+_local = _Clients()
+
+
+def shared_client(key: Hashable, make: Callable[[], Any]) -> Any:
+    """Return this thread's client for *key*, made by *make* the first time.
+
+    Made again after a fork: the child never uses a client made in its parent.
+    """
+    local = _local
+    if local.epoch != _fork.epoch:
+        local.clients = {}
+        local.epoch = _fork.epoch
+    client = local.clients.get(key)
+    if client is None:
+        client = local.clients[key] = make()
+    return client
+
+
+def frozen(value: Any) -> Hashable:
+    """A hashable stand-in for *value* (settings: dicts, lists, any object),
+    equal for equal settings; objects that are not hashable stand for themselves."""
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), frozen(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return ("sequence", tuple(frozen(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return ("set", frozenset(frozen(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return _Identity(value)
+    return value  # type: ignore[no-any-return]
+
+
+class _Identity:
+    """An unhashable setting, equal only to itself (and kept alive, so its id
+    is never reused for another object)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.value is self.value
+
+
+class OneServerClient(HashClient):
+    """:class:`~greenpool.HashClient` for a single server: no hashing, no failover.
+
+    With one server there is nothing to fail over to, so pymemcache's failover
+    bookkeeping (*retry_attempts*, *retry_timeout*, *dead_timeout*) is off: it
+    would answer defaults without trying for *retry_timeout* after an error,
+    then refuse every command for *dead_timeout* after a restart. Every command
+    goes to the server's pool; *ignore_exc* still turns every command's errors
+    into HashClient's defaults (misses, ``False``).
+    """
+
+    def _get_client(self, key: Any) -> PooledClient:
+        check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        (client,) = self.clients.values()
+        return client  # type: ignore[no-any-return]
+
+    def _mark_failed_server(self, server: Any) -> None:
+        pass
+
+
+def cluster_client(servers: Iterable[Any], options: Mapping[str, Any]) -> HashClient:
+    """A :class:`~greenpool.HashClient` over *servers* (a :class:`OneServerClient`
+    for one) with pymemcache and pool *options*."""
+    servers = list(servers)
+    if not servers:
+        raise ValueError("servers must name at least one memcached server, got none")
+    client_class = OneServerClient if len(servers) == 1 else HashClient
+    return client_class(servers, **options)

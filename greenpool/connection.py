@@ -1,0 +1,345 @@
+"""Client: a pymemcache ``Client`` that knows whether its connection is in step.
+
+memcached answers each command in order on one connection, so a reply left
+half read is read by the next command: another caller's data. pymemcache closes
+its socket after an ``Exception``, but not after a BaseException
+(``gevent.Timeout``, a kill, ``KeyboardInterrupt``) that lands between its reads
+(in a deserializer that yields, say), and it drops any bytes it read past the
+end of a reply. This client keeps the state of its connection as a fact:
+
+- before anything is sent (key, integer and flag checks, serialization), an
+  error leaves the connection as it was;
+- from the first byte sent until the reply is read to its end, the command is
+  unfinished (:attr:`Client.busy`). Whatever ends it early (any exception, from
+  the socket, the parser or the serde, caught by the caller or not) closes the
+  connection at once and is recorded in :attr:`Client.cut_by`; the pool then
+  never lends the client again;
+- a reply read to its end leaves the connection in step, unless bytes nobody
+  asked for came with it (then it is closed and the command raises). A complete
+  ``SERVER_ERROR`` reply to the last command sent counts as read to its end:
+  memcached (for an item too large), twemproxy and mcrouter (for a failed
+  backend) answer so and carry on;
+- a ``raw_command`` reply's length cannot be known, so its connection is closed
+  after it: the next command reconnects.
+
+Integers are checked against memcached's ranges before anything is sent
+(:meth:`Client._check_integer`): out of range, memcached rejects a storage
+command's line and then runs its data block as a command of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+from collections.abc import Iterable
+from typing import Any, Optional, Union
+
+import gevent
+from gevent.monkey import get_original
+from pymemcache.client.base import (
+    STORE_RESULTS_VALUE,
+    VALID_STORE_RESULTS,
+    _readline,
+    _readsegment,
+)
+from pymemcache.client.base import Client as _PymemcacheClient
+from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
+
+__all__ = ["Client", "unread"]
+
+# poll(2) itself, even under monkey-patching: a zero timeout never blocks.
+_poll = get_original("select", "poll")
+_POLLIN = select.POLLIN
+
+_INT32 = (-(2**31), 2**31 - 1)
+#: What memcached accepts for each integer argument, by pymemcache's names for them.
+RANGES = {
+    "expire": _INT32,
+    "delay": _INT32,
+    "value": (0, 2**64 - 1),  # incr and decr
+    "memlimit": (0, 2**31 - 1),
+    "flags": (0, 2**32 - 1),
+}
+_CAS_MAX = 2**64 - 1
+
+# The reply lines that fit each command read by _misc_cmd; any other line means
+# the connection is out of step (incr and decr answer a number, checked apart).
+_MISC_REPLIES = {
+    b"delete": (b"DELETED", b"NOT_FOUND"),
+    b"touch": (b"TOUCHED", b"NOT_FOUND"),
+    b"flush_all": (b"OK",),
+}
+
+
+class Client(_PymemcacheClient):  # type: ignore[misc]
+    """A pymemcache ``Client`` whose connection is never left out of step.
+
+    Same constructor, commands and results as pymemcache's; what differs is
+    what happens when a command does not finish (see the module docstring).
+    :func:`greenpool.client_factory` builds these.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether a command is running: sent, its reply not yet read to its end.
+        self.busy = False
+        #: The type of the exception that cut the last unfinished command off
+        #: (its connection was closed there and then), or ``None``.
+        self.cut_by: Optional[type[BaseException]] = None
+        self._poller: Any = None
+        self._error_was_complete = False
+
+    # -- the connection ------------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Connect within *connect_timeout*, name resolution included."""
+        limit = self.connect_timeout
+        timeout = None
+        if limit is not None:
+            timeout = gevent.Timeout(limit, _connect_timed_out(self.server, limit))
+            timeout.start()
+        try:
+            super()._connect()
+        finally:
+            if timeout is not None:
+                timeout.close()
+        self._poller = poller = _poll()
+        poller.register(self.sock.fileno(), _POLLIN)
+
+    def close(self) -> None:
+        self._poller = None
+        super().close()
+
+    def unread(self) -> bool:
+        """Whether the connection, idle now, is readable: closed by the server, or
+        holding bytes nobody asked for. No round trip: one ``poll(2)``."""
+        poller = self._poller  # set while connected
+        if poller is None:
+            return False
+        if self.tls_context is not None and self.sock.pending():
+            return True
+        return bool(poller.poll(0))
+
+    # -- integers ------------------------------------------------------------------
+
+    def _check_integer(self, value: Any, name: str) -> bytes:
+        """An ``int`` (not a ``bool``) within memcached's range for *name*, encoded."""
+        _check_range(value, name)
+        return str(value).encode(self.encoding)
+
+    def _check_cas(self, cas: Union[int, str, bytes]) -> bytes:
+        checked: bytes = super()._check_cas(cas)
+        if int(checked) > _CAS_MAX:
+            raise MemcacheIllegalInputError(f"cas must be at most {_CAS_MAX}, got {cas!r}")
+        return checked
+
+    # -- a command's life: _start, then _done or _cut --------------------------------
+
+    def _start(self) -> Any:
+        """Connect if need be, and mark a command as running; return the socket."""
+        if self.busy:
+            raise RuntimeError(
+                f"this memcached client of {self.server!r} is running a command already: "
+                "a client serves one greenlet at a time, and a serde must not use it"
+            )
+        if self.sock is None:
+            self._connect()
+        self.busy = True
+        return self.sock
+
+    def _done(self, buf: bytes) -> None:
+        """The reply was read to its end; *buf* is what was read past it."""
+        if buf:
+            raise MemcacheUnknownError(f"bytes nobody asked for after the reply: {buf[:32]!r}")
+        self.busy = False
+
+    def _cut(self, exc: BaseException) -> None:
+        """The running command ended early by *exc*: close the connection, unless
+        *exc* came from a complete error reply (see :meth:`_error`)."""
+        self.busy = False
+        if self._error_was_complete:
+            self._error_was_complete = False
+            return
+        self.cut_by = type(exc)
+        self.close()
+
+    def _error(self, line: bytes, name: bytes, buf: bytes, last: bool) -> None:
+        """Raise pymemcache's exception for an error reply *line*, else for a line
+        that fits no reply of command *name*. A ``SERVER_ERROR`` for the *last*
+        command sent, with nothing read past it, leaves the connection in step."""
+        if line.startswith(b"SERVER_ERROR") and last and not buf:
+            self._error_was_complete = True
+        self._raise_errors(line, name)
+        self._error_was_complete = False
+        raise MemcacheUnknownError(line[:32])
+
+    # -- the three ways pymemcache's commands talk to memcached ----------------------
+
+    def _fetch_cmd(
+        self, name: bytes, keys: Iterable[Any], expect_cas: bool, key_prefix: bytes = b""
+    ) -> dict[Any, Any]:
+        prefixed_keys = [self.check_key(k, key_prefix=key_prefix) for k in keys]
+        remapped_keys = dict(zip(prefixed_keys, keys, strict=True))
+        cmd = name + b"".join(b" " + k for k in prefixed_keys) + b"\r\n"
+        try:
+            sock = self._start()
+        except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
+            if self.ignore_exc:
+                return {}
+            raise
+        result: dict[Any, Any] = {}
+        try:
+            sock.sendall(cmd)
+            buf = b""
+            while True:
+                buf, line = _readline(sock, buf)
+                if line == b"END" or line == b"OK":
+                    break
+                if line.startswith(b"VALUE"):
+                    key, value, buf = self._extract_value(
+                        expect_cas, line, buf, remapped_keys, prefixed_keys
+                    )
+                    result[key] = value
+                elif name == b"stats" and line.startswith(b"STAT"):
+                    stat = line.split()
+                    result[stat[1]] = stat[2] if len(stat) > 2 else b""
+                elif name == b"stats" and line.startswith(b"ITEM"):  # stats cachedump
+                    stat = line.split()
+                    result[stat[1]] = b" ".join(stat[2:])
+                else:
+                    self._error(line, name, buf, last=len(prefixed_keys) <= 1)
+            self._done(buf)
+        except BaseException as exc:
+            self._cut(exc)
+            if self.ignore_exc and isinstance(exc, Exception):
+                return {}
+            raise
+        return result
+
+    def _store_cmd(
+        self,
+        name: bytes,
+        values: dict[Any, Any],
+        expire: int,
+        noreply: bool,
+        flags: Optional[int] = None,
+        cas: Optional[bytes] = None,
+    ) -> dict[Any, Optional[bool]]:
+        extra = (b" " + cas if cas is not None else b"") + (b" noreply" if noreply else b"")
+        expire_bytes = self._check_integer(expire, "expire")
+        if flags is not None:
+            _check_range(flags, "flags")
+        keys, cmds = [], []
+        for key, data in values.items():
+            keys.append(key)  # replies come in this order
+            key = self.check_key(key, self.key_prefix)
+            data, data_flags = self.serde.serialize(key, data)
+            if flags is not None:  # the caller's flags override the serde's
+                data_flags = flags
+            else:
+                _check_range(data_flags, "flags")
+            if not isinstance(data, bytes):
+                try:
+                    data = str(data).encode(self.encoding)
+                except UnicodeEncodeError as e:
+                    raise MemcacheIllegalInputError(f"Data values must be binary-safe: {e}") from e
+            head = b"%b %b %d %b %d%b\r\n" % (name, key, data_flags, expire_bytes, len(data), extra)
+            cmds.append(head + data + b"\r\n")
+        sock = self._start()
+        results: dict[Any, Optional[bool]] = {}
+        try:
+            sock.sendall(b"".join(cmds))
+            if noreply:
+                self.busy = False
+                return {k: True for k in keys}
+            buf = b""
+            for i, key in enumerate(keys):
+                buf, line = _readline(sock, buf)
+                if line in VALID_STORE_RESULTS[name]:
+                    results[key] = STORE_RESULTS_VALUE[line]
+                else:
+                    self._error(line, name, buf, last=i == len(keys) - 1)
+            self._done(buf)
+        except BaseException as exc:
+            self._cut(exc)
+            raise
+        return results
+
+    def _misc_cmd(
+        self,
+        cmds: Iterable[bytes],
+        cmd_name: bytes,
+        noreply: Optional[bool],
+        end_tokens: Optional[bytes] = None,
+    ) -> list[bytes]:
+        cmds = list(cmds)
+        sock = self._start()
+        results: list[bytes] = []
+        try:
+            sock.sendall(b"".join(cmds))
+            if noreply:
+                self.busy = False
+                return results
+            buf = b""
+            for i, _ in enumerate(cmds):
+                if end_tokens:
+                    buf, line = _readsegment(sock, buf, end_tokens)
+                    self._raise_errors(line, cmd_name)
+                else:
+                    buf, line = _readline(sock, buf)
+                    if not _fits(cmd_name, line):
+                        self._error(line, cmd_name, buf, last=i == len(cmds) - 1)
+                results.append(line)
+            if end_tokens:  # a raw reply's end is the caller's guess: never reuse it
+                self.busy = False
+                self.close()
+                return results
+            self._done(buf)
+        except BaseException as exc:
+            self._cut(exc)
+            raise
+        return results
+
+
+def _fits(cmd_name: bytes, line: bytes) -> bool:
+    """Whether *line* is a reply that command *cmd_name* can get (unknown commands:
+    anything but an error line)."""
+    expected = _MISC_REPLIES.get(cmd_name)
+    if expected is not None:
+        return line in expected
+    if cmd_name in (b"incr", b"decr"):
+        return line.isdigit() or line == b"NOT_FOUND"
+    if cmd_name == b"version":
+        return line.startswith(b"VERSION ")
+    return not line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))
+
+
+def _check_range(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MemcacheIllegalInputError(f"{name} must be integer, got bad value: {value!r}")
+    low, high = RANGES.get(name, (value, value))
+    if not low <= value <= high:
+        raise MemcacheIllegalInputError(
+            f"{name} must be between {low} and {high} for memcached, got {value}"
+        )
+
+
+def _connect_timed_out(server: Any, seconds: float) -> TimeoutError:
+    return TimeoutError(
+        errno.ETIMEDOUT,
+        f"connecting to memcached at {server!r} took more than connect_timeout={seconds}s "
+        f"(name resolution included)",
+    )
+
+
+def unread(client: Any) -> bool:
+    """Whether a pymemcache client's idle connection is readable (see :meth:`Client.unread`)."""
+    sock = client.sock
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    poller = _poll()
+    poller.register(sock.fileno(), _POLLIN)
+    return bool(poller.poll(0))
