@@ -2,9 +2,10 @@
 
 ``make bench`` (or ``python -m benchmarks``) starts its own memcached processes
 and runs, in alternating rounds: the pool's overhead; 500 and 5,000 greenlets
-against greenpool's pools, pymemcache's PooledClient, dedicated clients, a
-connection per operation and emcache (asyncio, in its own process); and the WSGI
-example under wrk with three ways of reaching memcached. It writes
+against greenpool's pools and clients (with and without autobatching),
+pymemcache's PooledClient, dedicated clients, a connection per operation and
+emcache (asyncio, in its own process, with and without autobatching); and the
+WSGI example under wrk with four ways of reaching memcached. It writes
 ``benchmarks/results/`` (results.md, chart.png, profile.txt, results.json) and
 README.rst's Benchmarks table. ``python -m benchmarks --quick`` is a ~1 minute
 smoke run that writes to ``build/bench-quick/`` only.

@@ -88,7 +88,9 @@ def mapped_pool(address: tuple[str, int], maxsize: int) -> Contender:
 
 
 def pooled_client(client: Any) -> Contender:
-    """A client object shared by every greenlet: a PooledClient, ours or pymemcache's."""
+    """A client object shared by every greenlet: a PooledClient, ours or pymemcache's,
+    or greenpool's HashClient (here over the one memcached, so the cost of its
+    hashing shows beside a PooledClient's)."""
     return Contender(client.get, functools.partial(client.set, noreply=False), client.close)
 
 
@@ -132,6 +134,12 @@ CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
     "GreenletMappedPool(16)": functools.partial(mapped_pool, maxsize=16),
     "greenpool.PooledClient(16)": lambda address: pooled_client(
         greenpool.PooledClient(address, max_pool_size=16, pool_timeout=POOL_TIMEOUT)
+    ),
+    "greenpool.PooledClient(16) autobatching": lambda address: pooled_client(
+        greenpool.PooledClient(address, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=True)
+    ),
+    "greenpool.HashClient(16) autobatching": lambda address: pooled_client(
+        greenpool.HashClient([address], max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=True)
     ),
     "pymemcache PooledClient": lambda address: pooled_client(
         PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import cProfile
 import io
 import math
+import os
 import pstats
 import statistics
+import sysconfig
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +25,7 @@ from pymemcache.client.base import PooledClient as PymemcachePooledClient
 
 import greenpool
 from benchmarks.gevent_side import PYMEMCACHE_OPTIONS, run_round
-from benchmarks.workers import Reply, Request, value_for
+from benchmarks.workers import REPO, Reply, Request, value_for
 from greenpool import ClientPool, GreenletMappedPool, client_factory
 
 
@@ -160,6 +162,7 @@ def _sequential(
     raw = client_factory(address)()
     raw.set(key, value_for(key), noreply=False)
     ours = greenpool.PooledClient(address, max_pool_size=16)
+    batching = greenpool.PooledClient(address, max_pool_size=16, autobatch=True)
     theirs = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
 
     def through_pool(k: str) -> Any:
@@ -170,6 +173,7 @@ def _sequential(
         "raw Client": raw.get,
         "ClientPool(16)": through_pool,
         "greenpool.PooledClient(16)": ours.get,
+        "greenpool.PooledClient(16) autobatching": batching.get,
         "pymemcache PooledClient": theirs.get,
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
@@ -179,10 +183,11 @@ def _sequential(
             for _ in range(gets):
                 get(key)
             times[name].append((time.perf_counter() - started) / gets * 1e6)
-    for client in (raw, ours, theirs):
+    for client in (raw, ours, batching, theirs):
         client.close()
     return {
         "sequential_us": {name: statistics.median(each) for name, each in times.items()},
+        "sequential_rounds_us": times,
         "sequential_ratio": {
             name: statistics.median(t / r for t, r in zip(each, times["raw Client"], strict=True))
             for name, each in times.items()
@@ -222,4 +227,15 @@ def _top(profiler: cProfile.Profile, count: int) -> str:
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(count)
     text = out.getvalue()
-    return text[text.find("   ncalls") :] if "   ncalls" in text else text
+    return _relative(text[text.find("   ncalls") :] if "   ncalls" in text else text)
+
+
+def _relative(text: str) -> str:
+    """*text* with the files cProfile names by absolute path named as pyinstrument
+    does: relative to the checkout, to site-packages, or to the standard library
+    (the longest that applies), so profile.txt holds nothing of this machine's."""
+    paths = sysconfig.get_paths()
+    roots = {str(REPO), *(paths[name] for name in ("purelib", "platlib", "stdlib", "platstdlib"))}
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root.rstrip(os.sep) + os.sep, "")
+    return text

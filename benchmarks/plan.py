@@ -14,10 +14,13 @@ CROWD = (
     "ClientPool(16)",
     "GreenletMappedPool(16)",
     "greenpool.PooledClient(16)",
+    "greenpool.PooledClient(16) autobatching",
+    "greenpool.HashClient(16) autobatching",
     "pymemcache PooledClient",
     "dedicated Client",
     "Client per operation",
     "emcache(16)",
+    "emcache(16) autobatching",
 )
 
 

@@ -217,6 +217,54 @@ def cluster_targets(results: Results) -> list[tuple[bool, str]]:
     return found
 
 
+AUTOBATCHING = ("greenpool.PooledClient(16) autobatching", "greenpool.HashClient(16) autobatching")
+
+
+def autobatching_targets(results: Results) -> list[tuple[bool, str]]:
+    """Each target of issue 12 that this run measured, met or not, with its numbers:
+    at 500 greenlets doing gets, at least 1.0 times emcache's autobatching (stretch
+    1.5) and 5 times greenpool's own unbatched PooledClient(16); one greenlet, at
+    least 0.95 times its speed."""
+    found: list[tuple[bool, str]] = []
+    workloads = {w["key"]: w for w in results["workloads"]}
+    if "get" in workloads:
+        rows = workloads["get"]["rows"]
+        shape = f"get, {workloads['get']['greenlets']} greenlets"
+        for mine in AUTOBATCHING:
+            row = rows[mine]
+            latency = f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.1f} ms"
+            versus = _ratio_to(rows, mine, "emcache(16) autobatching") or 0.0
+            found.append(
+                (
+                    versus >= 1.0,
+                    f"{shape}: {mine} {versus:.2f}× emcache(16) autobatching "
+                    f"(target ≥ 1.0×, stretch ≥ 1.5×{': met' if versus >= 1.5 else ''}); "
+                    f"{latency}; emcache p50 {rows['emcache(16) autobatching']['p50_ms']:.2f} "
+                    f"ms, p99 {rows['emcache(16) autobatching']['p99_ms']:.1f} ms",
+                )
+            )
+            own = _ratio_to(rows, mine, "greenpool.PooledClient(16)") or 0.0
+            found.append(
+                (
+                    own >= 5.0,
+                    f"{shape}: {mine} {own:.2f}× greenpool.PooledClient(16) "
+                    f"unbatched (target ≥ 5×)",
+                )
+            )
+    rounds = results.get("overhead", {}).get("sequential_rounds_us", {})
+    if AUTOBATCHING[0] in rounds:
+        pairs = zip(rounds["greenpool.PooledClient(16)"], rounds[AUTOBATCHING[0]], strict=True)
+        ratio = statistics.median(plain / batched for plain, batched in pairs)
+        found.append(
+            (
+                ratio >= 0.95,
+                f"sequential gets, one greenlet: {AUTOBATCHING[0]} {ratio:.2f}× the speed of "
+                f"greenpool.PooledClient(16) unbatched (target ≥ 0.95×)",
+            )
+        )
+    return found
+
+
 # -- the report ------------------------------------------------------------------------
 
 
@@ -281,6 +329,12 @@ def markdown(results: Results) -> str:
                 for ok, text in cluster_targets(results)
             ),
         ]
+    batching = autobatching_targets(results)
+    if batching:
+        parts += [
+            "## Targets (issue 12: autobatching)",
+            "\n".join(f"- {'met' if ok else '**missed**'}: {text}" for ok, text in batching),
+        ]
     return "\n\n".join(parts) + "\n"
 
 
@@ -291,11 +345,14 @@ def write(results: Results, out: Path) -> None:
     (out / "results.md").write_text(markdown(results))
     if "profile" in results:
         profile = results["profile"]
-        layers = "\n".join(f"  {name}: {time}" for name, time in overhead_rows(results)[:6])
+        layers = ""
+        if "overhead" in results:  # --only may have left it out
+            rows = overhead_rows(results)[:6]
+            layers = "Uncontended, one greenlet, nothing sent: µs per loop of each layer\n\n"
+            layers += "\n".join(f"  {name}: {time}" for name, time in rows) + "\n\n"
         (out / "profile.txt").write_text(
-            "Uncontended, one greenlet, nothing sent: µs per loop of each layer\n\n"
-            f"{layers}\n\n"
-            f"cProfile of the same loop (its own overhead inflates every call):\n\n"
+            f"{layers}cProfile of an uncontended reserve + release loop, one greenlet, "
+            f"nothing sent (its own overhead inflates every call):\n\n"
             f"{profile['uncontended'].rstrip()}\n\n"
             f"pyinstrument, one round of ClientPool(16) under contention "
             f"({profile['contended_ops']:,} gets while sampled):\n\n{profile['contended']}"

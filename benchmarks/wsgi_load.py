@@ -27,9 +27,10 @@ from tests.wsgi import Server
 SCRIPT = Path(__file__).resolve().parent / "wrk_get.lua"
 HOST = "127.0.0.1"
 PREFIX = "wsgi-"
-#: The example's own app with its ClientPool(16); a new pymemcache Client per
-#: request; one unbounded pymemcache PooledClient (see benchmarks.wsgi_variants).
-VARIANTS = ("greenpool", "per-request", "pymemcache")
+#: The example's own app with its ClientPool(16); the same with its GETs through
+#: an AutoBatcher over that pool; a new pymemcache Client per request; one
+#: unbounded pymemcache PooledClient (see benchmarks.wsgi_variants).
+VARIANTS = ("greenpool", "greenpool autobatching", "per-request", "pymemcache")
 
 
 def wrk() -> str | None:

@@ -5,8 +5,10 @@
     python -m benchmarks.wsgi_variants VARIANT --port PORT --memcached HOST:PORT
 
 ``greenpool`` is ``examples.wsgi_app.KeyValueApp`` itself, with its
-``ClientPool(16)``. The other two are the same class, request handling and all,
-with only :meth:`KeyValueApp.pool` replaced: ``per-request`` opens a pymemcache
+``ClientPool(16)``; ``greenpool autobatching`` is the same app whose GETs go
+through an :class:`~greenpool.AutoBatcher` over that pool, so the GETs of
+concurrent requests go out together. The other two are the same class, request
+handling and all, with only :meth:`KeyValueApp.pool` replaced: ``per-request`` opens a pymemcache
 ``Client`` for each request's ``with pool.reserve() as mc:`` block and closes
 it after; ``pymemcache`` lends every block one shared, unbounded pymemcache
 ``PooledClient`` (bounded, it raises under this load). The process is
@@ -26,6 +28,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any, cast
 
 import gevent
@@ -34,8 +37,8 @@ from pymemcache.client.base import Client, PooledClient
 
 from benchmarks.gevent_side import PYMEMCACHE_OPTIONS
 from benchmarks.wsgi_load import VARIANTS
-from examples.wsgi_app import KeyValueApp, parse_address
-from greenpool import ClientPool
+from examples.wsgi_app import BINARY, HTTPError, KeyValueApp, Reply, parse_address
+from greenpool import AutoBatcher, ClientPool
 
 HOST = "127.0.0.1"
 
@@ -78,9 +81,29 @@ class VariantApp(KeyValueApp):
         return cast("ClientPool[Client]", self.strategy)
 
 
+class Autobatching(KeyValueApp):
+    """The example's app, its GETs sent through an AutoBatcher over its own pool
+    (PUT and DELETE unchanged: writes are not batched)."""
+
+    def __init__(self, memcached: str) -> None:
+        super().__init__(memcached)
+        self.batcher: AutoBatcher | None = None
+
+    def get(self, key: bytes, environ: dict[str, Any]) -> Reply:
+        pool = self.pool()
+        if self.batcher is None or self.batcher.pool is not pool:
+            self.batcher = AutoBatcher(pool)
+        value = self.batcher.get(key)
+        if value is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "no such key")
+        return HTTPStatus.OK, BINARY, value
+
+
 def make_app(variant: str, memcached: str) -> KeyValueApp:
     if variant == "greenpool":
         return KeyValueApp(memcached)
+    if variant == "greenpool autobatching":
+        return Autobatching(memcached)
     strategy = {"per-request": PerRequest, "pymemcache": SharedPymemcache}[variant]
     return VariantApp(memcached, strategy(parse_address(memcached)))
 

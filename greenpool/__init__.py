@@ -6,7 +6,8 @@ children never share their parent's connections. ``ClientPool`` lends clients
 for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
-lent for it; ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama``
+lent for it; ``AutoBatcher`` sends the gets of concurrent greenlets as one
+multi-key get; ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama``
 place a cluster's keys as pymemcache, pylibmc and twemproxy do.
 ``greenpool.django`` and ``greenpool.flask_caching`` hold cache backends for
 Django and Flask-Caching; they are not imported here, and need the ``django``
@@ -15,7 +16,8 @@ and ``flask`` extras.
 
 import logging
 
-from greenpool.client import PooledClient
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
+from greenpool.client import PooledClient, PooledClientStats
 from greenpool.cluster import HashClient
 from greenpool.connection import Client
 from greenpool.errors import PoolClosed, PoolError, PoolOverloaded, PoolTimeout
@@ -34,8 +36,12 @@ logging.getLogger("greenpool").addHandler(logging.NullHandler())
 
 __all__ = [
     "CLIENT_DEFAULTS",
+    "DEFAULT_AUTOBATCH",
     "DEFAULT_MAXSIZE",
+    "DEFAULT_MAX_KEYS",
     "DEFAULT_TIMEOUT",
+    "AutoBatcher",
+    "BatchStats",
     "Client",
     "ClientPool",
     "GreenletMappedPool",
@@ -48,6 +54,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PooledClient",
+    "PooledClientStats",
     "RendezvousHash",
     "Reservation",
     "TwemproxyKetama",

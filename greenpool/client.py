@@ -16,12 +16,13 @@ from typing import Any
 from pymemcache.client.base import Client, check_key_helper
 
 from greenpool._checks import check_bool, check_seconds, check_size
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
 from greenpool.stats import PoolStats
 
-__all__ = ["PooledClient", "check_pool_arguments"]
+__all__ = ["PooledClient", "PooledClientStats", "check_pool_arguments"]
 
 # ClientPool arguments that PooledClient sets from its own parameters.
 _OWN_POOL_ARGUMENTS = {"factory": "server", "maxsize": "max_pool_size", "timeout": "pool_timeout"}
@@ -90,6 +91,26 @@ def _read_command(method: Callable[..., Any], miss: Callable[..., Any]) -> Calla
     return command
 
 
+def _batched_read(
+    client: PooledClient, read: Callable[..., Any], miss: Callable[..., Any]
+) -> Callable[..., Any]:
+    """*read*, an :class:`~greenpool.AutoBatcher` method, with :func:`_read_command`'s
+    *ignore_exc*: the instance attribute that replaces the method with autobatch."""
+    if not client.ignore_exc:
+        return read
+
+    @functools.wraps(read)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, PoolError) and not isinstance(exc, PoolTimeout):
+                raise
+            return miss(*args, **kwargs)
+
+    return command
+
+
 def _default(key: Any, default: Any = None) -> Any:
     return default
 
@@ -100,6 +121,24 @@ def _defaults(key: Any, default: Any = None, cas_default: Any = None) -> tuple[A
 
 def _nothing(*args: Any, **kwargs: Any) -> dict[Any, Any]:
     return {}
+
+
+# The reads an AutoBatcher serves, and what each returns for a miss with ignore_exc.
+_BATCHED_READS = (
+    ("get", _default),
+    ("gets", _defaults),
+    ("get_many", _nothing),
+    ("get_multi", _nothing),
+    ("gets_many", _nothing),
+)
+_NO_BATCHES = BatchStats(
+    batches=0, batches_alone=0, batch_commands=0, keys_asked=0, keys_sent=0, keys_per_batch=0.0
+)
+
+
+class PooledClientStats(PoolStats, BatchStats):
+    """What :meth:`PooledClient.pool_stats` returns: the pool's stats and the
+    batcher's (zeros without autobatching); README.rst documents each key."""
 
 
 class PooledClient:
@@ -123,7 +162,10 @@ class PooledClient:
     is accepted and not
     needed: the pool belongs to one gevent hub and takes no lock.
     *pool_options* are more :class:`~greenpool.ClientPool` keyword arguments,
-    such as ``name``.
+    such as ``name``. *autobatch* sends get, gets, get_many and gets_many
+    through an :class:`~greenpool.AutoBatcher` (``self.batcher``): the gets
+    of concurrent greenlets go out together, in commands of at most
+    *autobatch_max_keys* keys.
 
     >>> mc = PooledClient(memcached_address, max_pool_size=4)
     >>> mc.set("pooled", "yes")
@@ -158,6 +200,8 @@ class PooledClient:
         lock_generator: Callable[[], Any] | None = None,
         ignore_exc: bool = False,
         pool_options: Mapping[str, Any] | None = None,
+        autobatch: bool = DEFAULT_AUTOBATCH,
+        autobatch_max_keys: int = DEFAULT_MAX_KEYS,
         **client_options: Any,
     ) -> None:
         self.max_pool_size, self.pool_timeout, self.pool_idle_timeout, options = (
@@ -166,6 +210,8 @@ class PooledClient:
             )
         )
         check_bool("ignore_exc", ignore_exc)
+        check_bool("autobatch", autobatch)
+        check_size("autobatch_max_keys", autobatch_max_keys)
         # Clients never ignore errors themselves: the pool must see them to
         # discard broken clients. The read commands apply ignore_exc after.
         factory = client_factory(server, **client_options, ignore_exc=False)
@@ -180,13 +226,26 @@ class PooledClient:
         self.pool: ClientPool[Client] = ClientPool(
             factory, self.max_pool_size, timeout=self.pool_timeout, **options
         )
+        self.batcher: AutoBatcher | None = None
+        if autobatch:
+            self.batcher = AutoBatcher(
+                self.pool,
+                max_keys=autobatch_max_keys,
+                key_prefix=self.key_prefix,
+                allow_unicode_keys=self.allow_unicode_keys,
+            )
+            # Instance attributes over the class's methods: no layer in between.
+            for name, miss in _BATCHED_READS:
+                setattr(self, name, _batched_read(self, getattr(self.batcher, name), miss))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"
 
-    def pool_stats(self) -> PoolStats:
-        """Return the pool's gauges and counters (``stats()`` is memcached's)."""
-        return self.pool.stats()
+    def pool_stats(self) -> PooledClientStats:
+        """Return the pool's gauges and counters and the batcher's counters
+        (``stats()`` is memcached's)."""
+        batching = _NO_BATCHES if self.batcher is None else self.batcher.stats()
+        return PooledClientStats(**self.pool.stats(), **batching)
 
     def check_key(self, key: Any) -> bytes:
         """Check *key* and return it encoded, with the key prefix (as pymemcache does)."""

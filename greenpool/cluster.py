@@ -23,6 +23,8 @@ from pymemcache.client.base import check_key_helper, normalize_server_spec
 from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 from pymemcache.exceptions import MemcacheError
 
+from greenpool._checks import check_bool, check_size
+from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
 from greenpool.client import PooledClient, check_pool_arguments
 from greenpool.factory import CLIENT_DEFAULTS
 from greenpool.ketama import TwemproxyKetama
@@ -48,8 +50,9 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
     failures it leaves the ring, its keys going to the other servers, until
     *dead_timeout* seconds later. Each server gets its own pool of at most
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
-    *pool_idle_timeout*, *lock_generator* and *pool_options* mean what they
-    mean for :class:`~greenpool.PooledClient`. Client options default to
+    *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
+    *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
+    with *autobatch*, each server batches the gets sent to it. Client options default to
     :data:`~greenpool.CLIENT_DEFAULTS` rather than pymemcache's (which wait
     forever and, unpatched, block the hub). *use_pooling* is accepted for
     compatibility and ignored: every server is pooled.
@@ -72,6 +75,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         lock_generator: Callable[[], Any] | None = None,
         use_pooling: bool = True,
         pool_options: Mapping[str, Any] | None = None,
+        autobatch: bool = DEFAULT_AUTOBATCH,
+        autobatch_max_keys: int = DEFAULT_MAX_KEYS,
         **options: Any,
     ) -> None:
         if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
@@ -82,6 +87,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         check_pool_arguments(
             max_pool_size, pool_timeout, pool_idle_timeout, lock_generator, pool_options
         )
+        check_bool("autobatch", autobatch)
+        check_size("autobatch_max_keys", autobatch_max_keys)
         # pymemcache's add_server builds self.client_class(server, **default_kwargs)
         # when use_pooling is False: a partial carries the pool settings.
         self.client_class = functools.partial(
@@ -91,6 +98,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
             pool_idle_timeout=pool_idle_timeout,
             lock_generator=lock_generator,
             pool_options=pool_options,
+            autobatch=autobatch,
+            autobatch_max_keys=autobatch_max_keys,
         )
         self._next_revival = math.inf  # when the first dead server is due back
         super().__init__(

@@ -9,13 +9,15 @@
 
 The collector reads :meth:`ClientPool.stats() <greenpool.ClientPool.stats>` at
 scrape time, so it costs nothing between scrapes. Register one collector per
-pool; the ``pool`` label tells them apart.
+pool; the ``pool`` label tells them apart. Given a
+:class:`~greenpool.PooledClient`, it reads ``pool_stats()``, which adds the
+autobatching counters (``greenpool_batches_total`` and the others below).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Optional, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional, Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +31,13 @@ class _HasStats(Protocol):
     name: str
 
     def stats(self) -> PoolStats: ...
+
+
+@runtime_checkable
+class _HasPoolStats(Protocol):
+    pool: _HasStats
+
+    def pool_stats(self) -> Mapping[str, Any]: ...
 
 
 # (metric name without _total, help, stats key, scale) for the plain counters.
@@ -46,21 +55,42 @@ _COUNTERS = (
     ("greenpool_usage_seconds", "Time clients spent reserved.", "usage_ms", 0.001),
 )  # fmt: skip
 
+# The same, from an AutoBatcher's counters (a PooledClient's pool_stats() has them).
+_BATCH_COUNTERS = (
+    ("greenpool_batches", "Batches of gets sent (a lone get counts as one).", "batches"),
+    (
+        "greenpool_batches_alone",
+        "Gets sent at once: nothing else pending or in flight.",
+        "batches_alone",
+    ),
+    ("greenpool_batch_commands", "get and gets commands that batches sent.", "batch_commands"),
+    ("greenpool_batch_keys_asked", "Keys that callers asked batches for.", "keys_asked"),
+    ("greenpool_batch_keys_sent", "Keys that batches sent to memcached.", "keys_sent"),
+)
+
 
 class PoolCollector(Collector):
     """Expose one pool's :class:`~greenpool.PoolStats` as Prometheus metrics.
 
     *pool* is a :class:`~greenpool.ClientPool` (or anything with ``stats()``
-    returning the same keys, such as a ``GreenletMappedPool``); *name* is the
-    ``pool`` label, the pool's own name by default.
+    returning the same keys, such as a ``GreenletMappedPool``), or a
+    :class:`~greenpool.PooledClient`, whose batching counters come too; *name*
+    is the ``pool`` label, the pool's own name by default.
     """
 
-    def __init__(self, pool: _HasStats, name: Optional[str] = None) -> None:
+    def __init__(self, pool: _HasStats | _HasPoolStats, name: Optional[str] = None) -> None:
         self.pool = pool
-        self.name = name if name is not None else pool.name
+        self._stats: Callable[[], Mapping[str, Any]]
+        if isinstance(pool, _HasPoolStats):  # a PooledClient: stats() is memcached's
+            self._stats = pool.pool_stats
+            default_name = pool.pool.name
+        else:
+            self._stats = pool.stats
+            default_name = pool.name
+        self.name = name if name is not None else default_name
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.pool.stats()
+        stats: Any = self._stats()
         label = [self.name]
         clients = GaugeMetricFamily(
             "greenpool_clients", "Clients that exist, by state.", labels=["pool", "state"]
@@ -73,16 +103,21 @@ class PoolCollector(Collector):
             ("greenpool_waiting", "Greenlets waiting for a client.", "waiting"),
         ):
             gauge = GaugeMetricFamily(name, doc, labels=["pool"])
-            gauge.add_metric(label, float(stats[key]))  # type: ignore[literal-required]
+            gauge.add_metric(label, float(stats[key]))
             yield gauge
         discarded = CounterMetricFamily(
             "greenpool_clients_discarded", "Clients closed and dropped, by reason.",
             labels=["pool", "reason"],
         )  # fmt: skip
         for reason in DISCARD_REASONS:
-            discarded.add_metric([self.name, reason], float(stats[f"discarded_{reason}"]))  # type: ignore[literal-required]
+            discarded.add_metric([self.name, reason], float(stats[f"discarded_{reason}"]))
         yield discarded
         for name, doc, key, scale in _COUNTERS:
             counter = CounterMetricFamily(name, doc, labels=["pool"])
-            counter.add_metric(label, stats[key] * scale)  # type: ignore[literal-required]
+            counter.add_metric(label, stats[key] * scale)
             yield counter
+        if "batches" in stats:
+            for name, doc, key in _BATCH_COUNTERS:
+                counter = CounterMetricFamily(name, doc, labels=["pool"])
+                counter.add_metric(label, float(stats[key]))
+                yield counter

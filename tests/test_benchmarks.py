@@ -38,3 +38,20 @@ def test_quick_mode_runs_every_part_at_a_tiny_scale(tmp_path: Path) -> None:
     assert "| get | ClientPool(16) |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert (REPO / "README.rst").read_text() == readme
+
+
+def test_a_full_run_of_one_part_writes_its_report_with_paths_relative_to_the_checkout(
+    tmp_path: Path,
+) -> None:
+    """``python -m benchmarks --only get`` (a full plan, so with the profile but
+    without the overhead part) writes results.md and profile.txt; profile.txt
+    names files relative to the checkout, never by this machine's absolute paths."""
+    command = [sys.executable, "-m", "benchmarks", "--only", "get", "--rounds", "1"]
+    command += ["--seconds", "0.1", "--scale", "0.01", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| get | ClientPool(16) |" in (tmp_path / "results.md").read_text()
+    profile = (tmp_path / "profile.txt").read_text()
+    assert "greenpool/pool.py:" in profile
+    for machine_path in {str(REPO), sys.prefix, sys.base_prefix}:
+        assert machine_path not in profile

@@ -2,7 +2,8 @@
 
 Every scenario runs against pymemcache's own ``Client`` over the plain
 ``socket`` module (the reference) and against each other implementation: the
-reference over ``gevent.socket``, and ``greenpool.PooledClient`` over both.
+reference over ``gevent.socket``, and ``greenpool.PooledClient`` over both and
+with autobatching.
 Each records a transcript of return values and exceptions (type and message),
 and the transcripts must be identical. Keys are isolated by a per-run
 ``key_prefix``, so results such as ``get_many`` dicts read the same everywhere
@@ -11,6 +12,7 @@ and the transcripts must be identical. Keys are isolated by a per-run
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import socket
@@ -36,6 +38,11 @@ IMPLEMENTATIONS = {
     "greenpool.Client+socket": (greenpool.Client, socket),
     "PooledClient+socket": (PooledClient, socket),
     "PooledClient+gevent.socket": (PooledClient, gevent.socket),
+    # Sequential, so each read goes out alone; test_batching runs these scenarios batched.
+    "PooledClient(autobatch=True)": (
+        functools.partial(PooledClient, autobatch=True),
+        gevent.socket,
+    ),
 }
 
 

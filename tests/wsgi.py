@@ -20,7 +20,8 @@ import port_for
 from geventhttpclient import HTTPClient
 from mirakuru import TCPExecutor
 
-from tests.memcached import HOST, MemcachedServer
+from tests.memcached import MemcachedServer
+from tests.process import HOST
 
 REPO = Path(__file__).resolve().parent.parent
 WSGI_APP = str(REPO / "examples" / "wsgi_app.py")
