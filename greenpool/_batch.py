@@ -17,6 +17,8 @@ from typing import Any, Optional, Union
 from gevent.hub import Waiter
 from pymemcache.serde import LegacyWrappingSerde
 
+from greenpool.connection import Client
+
 #: What a key's *item* is while memcached has not returned it.
 MISS: Any = object()
 
@@ -38,10 +40,11 @@ Caller = Union[Call, Waiter]
 class Key:
     """A key of the pending batch, asked for by one or more callers."""
 
-    __slots__ = ("calls", "cas", "item", "key", "serde")
+    __slots__ = ("calls", "cas", "item", "key", "serde", "wire")
 
-    def __init__(self, key: Any, cas: bool, call: Caller) -> None:
-        self.key = key  # the first caller's spelling: what the chunk's get_many is given
+    def __init__(self, wire: bytes, key: Any, cas: bool, call: Caller) -> None:
+        self.wire = wire  # the key as sent
+        self.key = key  # the first caller's spelling: what a chunk's get_many is given
         self.cas = cas  # a gets asked for it: its chunk sends gets
         self.calls = [call]
         # MISS, or what the chunk's get_many returned for the key: a value, or
@@ -76,18 +79,29 @@ def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
 
 
 def fetch(client: Any, chunk: list[Key], cas: bool) -> tuple[dict[Any, Any], Any]:
-    """Get *chunk*'s keys from *client* in one command.
+    """Get *chunk*'s keys from *client* in one command; return what was found, by
+    the chunk's keys (entry.key), and the serde to decode it with, or None.
 
     With pymemcache's default serde, which returns the bytes memcached sent and
     cannot fail, return the values as they come, and None. With any other,
     return them raw and the serde, so that each caller decodes its own: a value
     that fails to decode then fails its own callers only (as unbatched), and two
-    callers of one key never share a mutable object.
+    callers of one key never share a mutable object. A greenpool Client sends
+    the keys as they were checked and returns them undecoded (Client.fetch_raw).
     """
+    serde = client.serde
+    identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
+    if isinstance(client, Client):
+        named = {entry.wire: entry.key for entry in chunk}
+        found = {
+            named[wire]: ((data if identity else (data, flags)), token) if cas
+            else (data if identity else (data, flags))
+            for wire, flags, data, token in client.fetch_raw(list(named), cas)
+        }  # fmt: skip
+        return found, None if identity else serde
     keys = [entry.key for entry in chunk]
     get_many = client.gets_many if cas else client.get_many
-    serde = client.serde
-    if getattr(serde.deserialize, "__func__", None) is _IDENTITY:
+    if identity:
         return get_many(keys), None
     client.serde = _RAW
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pymemcache.exceptions import MemcacheIllegalInputError
+
 
 def check_size(name: str, value: Any, *, minimum: int = 1) -> int:
     """Return *value* if it is an ``int`` of at least *minimum*.
@@ -47,3 +49,30 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
     return value
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+#: What memcached accepts for each integer argument, by pymemcache's names for them.
+MEMCACHED_RANGES = {
+    "expire": _INT32,
+    "delay": _INT32,
+    "value": (0, 2**64 - 1),  # incr and decr
+    "memlimit": (0, 2**31 - 1),
+    "flags": (0, 2**32 - 1),
+}
+
+
+def check_memcached_integer(name: str, value: Any) -> None:
+    """Check a command's integer argument against memcached's range for *name*.
+
+    :raises MemcacheIllegalInputError: *value* is not an ``int`` (or is a
+        ``bool``), or is out of range: memcached would reject the command line,
+        and then run a storage command's data block as a command of its own.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MemcacheIllegalInputError(f"{name} must be integer, got bad value: {value!r}")
+    low, high = MEMCACHED_RANGES.get(name, (value, value))
+    if not low <= value <= high:
+        raise MemcacheIllegalInputError(
+            f"{name} must be between {low} and {high} for memcached, got {value}"
+        )

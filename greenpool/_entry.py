@@ -12,15 +12,18 @@ other client, a guess from the exception that ended its reservation
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from typing import Any, Generic, Optional, TypeVar
 
+from gevent.monkey import get_original
 from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.exceptions import MemcacheError, MemcacheIllegalInputError
 
-from greenpool.connection import Client, unread
+from greenpool.connection import Client
 
 C = TypeVar("C")
+_poll = get_original("select", "poll")  # poll(2) itself: a zero timeout never blocks
 
 
 class Entry(Generic[C]):
@@ -86,3 +89,17 @@ def failure(exc_type: type[BaseException]) -> Optional[str]:
     ):
         return "error"
     return None
+
+
+def unread(client: Any) -> bool:
+    """Whether a pymemcache client's idle connection is readable: closed by the
+    server, or holding bytes nobody asked for (see :meth:`Client.unread`)."""
+    sock = client.sock
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS: bytes decrypted already
+    if pending is not None and pending():
+        return True
+    poller = _poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))

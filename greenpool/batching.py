@@ -231,7 +231,7 @@ class AutoBatcher:
         if entry is None:
             if not pending:
                 self._hub.loop.run_callback(self._flush)
-            entry = pending[wire] = Key(key, cas, call)
+            entry = pending[wire] = Key(wire, key, cas, call)
         else:
             entry.calls.append(call)
             if cas:

@@ -11,9 +11,14 @@ end of a reply. This client keeps the state of its connection as a fact:
   error leaves the connection as it was;
 - from the first byte sent until the reply is read to its end, the command is
   unfinished (:attr:`Client.busy`). Whatever ends it early (any exception, from
-  the socket, the parser or the serde, caught by the caller or not) closes the
-  connection at once and is recorded in :attr:`Client.cut_by`; the pool then
-  never lends the client again;
+  the socket, the parser, or a serde that decodes while the reply is read,
+  caught by the caller or not) closes the connection at once and is recorded in
+  :attr:`Client.cut_by`; the pool then never lends the client again;
+- get and gets read their whole reply before they decode it
+  (:mod:`greenpool._reply`), so a deserializer that yields or raises (or a
+  ``gevent.Timeout`` that fires in it) leaves the connection in step; a subclass
+  that overrides pymemcache's ``_extract_value`` decodes as it reads, as
+  pymemcache does;
 - a reply read to its end leaves the connection in step, unless bytes nobody
   asked for came with it (then it is closed and the command raises). A complete
   ``SERVER_ERROR`` reply to the last command sent counts as read to its end:
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import select
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any, Optional, Union
 
 import gevent
@@ -45,30 +50,15 @@ from pymemcache.client.base import (
 from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
 
-__all__ = ["Client", "unread"]
+from greenpool._checks import check_memcached_integer
+from greenpool._reply import Value, fits, read_values
+
+__all__ = ["Client"]
 
 # poll(2) itself, even under monkey-patching: a zero timeout never blocks.
 _poll = get_original("select", "poll")
 _POLLIN = select.POLLIN
-
-_INT32 = (-(2**31), 2**31 - 1)
-#: What memcached accepts for each integer argument, by pymemcache's names for them.
-RANGES = {
-    "expire": _INT32,
-    "delay": _INT32,
-    "value": (0, 2**64 - 1),  # incr and decr
-    "memlimit": (0, 2**31 - 1),
-    "flags": (0, 2**32 - 1),
-}
 _CAS_MAX = 2**64 - 1
-
-# The reply lines that fit each command read by _misc_cmd; any other line means
-# the connection is out of step (incr and decr answer a number, checked apart).
-_MISC_REPLIES = {
-    b"delete": (b"DELETED", b"NOT_FOUND"),
-    b"touch": (b"TOUCHED", b"NOT_FOUND"),
-    b"flush_all": (b"OK",),
-}
 
 
 class Client(_PymemcacheClient):  # type: ignore[misc]
@@ -88,6 +78,8 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         self.cut_by: Optional[type[BaseException]] = None
         self._poller: Any = None
         self._error_was_complete = False
+        # Values read by greenpool's reader unless a subclass extracts its own.
+        self._fast_values = type(self)._extract_value is _PymemcacheClient._extract_value
 
     # -- the connection ------------------------------------------------------------
 
@@ -124,7 +116,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
 
     def _check_integer(self, value: Any, name: str) -> bytes:
         """An ``int`` (not a ``bool``) within memcached's range for *name*, encoded."""
-        _check_range(value, name)
+        check_memcached_integer(name, value)
         return str(value).encode(self.encoding)
 
     def _check_cas(self, cas: Union[int, str, bytes]) -> bytes:
@@ -178,8 +170,26 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
     def _fetch_cmd(
         self, name: bytes, keys: Iterable[Any], expect_cas: bool, key_prefix: bytes = b""
     ) -> dict[Any, Any]:
+        keys = list(keys)  # iterated twice
         prefixed_keys = [self.check_key(k, key_prefix=key_prefix) for k in keys]
         remapped_keys = dict(zip(prefixed_keys, keys, strict=True))
+        if name in (b"get", b"gets") and self._fast_values:
+            values = self._get(name, prefixed_keys, remapped_keys, expect_cas)
+            try:  # the reply was read to its end: a serde's error costs no connection
+                deserialize = self.serde.deserialize
+                if expect_cas:
+                    return {
+                        remapped_keys[k]: (deserialize(remapped_keys[k], data, flags), token)
+                        for k, flags, data, token in values
+                    }
+                return {
+                    remapped_keys[k]: deserialize(remapped_keys[k], data, flags)
+                    for k, flags, data, _ in values
+                }
+            except Exception:
+                if self.ignore_exc:
+                    return {}
+                raise
         cmd = name + b"".join(b" " + k for k in prefixed_keys) + b"\r\n"
         try:
             sock = self._start()
@@ -216,6 +226,39 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             raise
         return result
 
+    def fetch_raw(self, wire_keys: list[bytes], cas: bool = False) -> list[Value]:
+        """One ``get`` (``gets`` with *cas*) of *wire_keys*, keys as sent (checked and
+        prefixed already); return what memcached found, undecoded: ``(key, flags,
+        data, cas token or None)`` in reply order. What the AutoBatcher sends."""
+        return self._get(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
+
+    def _get(
+        self, name: bytes, wire_keys: list[bytes], asked: Container[bytes], cas: bool
+    ) -> list[Value]:
+        """Send a get or gets of *wire_keys* and read its reply to its end; a
+        value for a key not *asked* for means the connection was out of step."""
+        try:
+            sock = self._start()
+        except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
+            if self.ignore_exc:
+                return []
+            raise
+        try:
+            sock.sendall(name + b"".join(b" " + k for k in wire_keys) + b"\r\n")
+            values, line, rest = read_values(sock.recv, cas)
+            if line != b"END":
+                self._error(line, name, rest, last=len(wire_keys) <= 1)
+            for value in values:
+                if value[0] not in asked:
+                    raise MemcacheUnknownError(f"a value for a key not asked for: {value[0]!r}")
+            self._done(rest)
+        except BaseException as exc:
+            self._cut(exc)
+            if self.ignore_exc and isinstance(exc, Exception):
+                return []
+            raise
+        return values
+
     def _store_cmd(
         self,
         name: bytes,
@@ -228,7 +271,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         extra = (b" " + cas if cas is not None else b"") + (b" noreply" if noreply else b"")
         expire_bytes = self._check_integer(expire, "expire")
         if flags is not None:
-            _check_range(flags, "flags")
+            check_memcached_integer("flags", flags)
         keys, cmds = [], []
         for key, data in values.items():
             keys.append(key)  # replies come in this order
@@ -237,7 +280,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             if flags is not None:  # the caller's flags override the serde's
                 data_flags = flags
             else:
-                _check_range(data_flags, "flags")
+                check_memcached_integer("flags", data_flags)
             if not isinstance(data, bytes):
                 try:
                     data = str(data).encode(self.encoding)
@@ -287,7 +330,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     self._raise_errors(line, cmd_name)
                 else:
                     buf, line = _readline(sock, buf)
-                    if not _fits(cmd_name, line):
+                    if not fits(cmd_name, line):
                         self._error(line, cmd_name, buf, last=i == len(cmds) - 1)
                 results.append(line)
             if end_tokens:  # a raw reply's end is the caller's guess: never reuse it
@@ -301,45 +344,9 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         return results
 
 
-def _fits(cmd_name: bytes, line: bytes) -> bool:
-    """Whether *line* is a reply that command *cmd_name* can get (unknown commands:
-    anything but an error line)."""
-    expected = _MISC_REPLIES.get(cmd_name)
-    if expected is not None:
-        return line in expected
-    if cmd_name in (b"incr", b"decr"):
-        return line.isdigit() or line == b"NOT_FOUND"
-    if cmd_name == b"version":
-        return line.startswith(b"VERSION ")
-    return not line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))
-
-
-def _check_range(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MemcacheIllegalInputError(f"{name} must be integer, got bad value: {value!r}")
-    low, high = RANGES.get(name, (value, value))
-    if not low <= value <= high:
-        raise MemcacheIllegalInputError(
-            f"{name} must be between {low} and {high} for memcached, got {value}"
-        )
-
-
 def _connect_timed_out(server: Any, seconds: float) -> TimeoutError:
     return TimeoutError(
         errno.ETIMEDOUT,
         f"connecting to memcached at {server!r} took more than connect_timeout={seconds}s "
         f"(name resolution included)",
     )
-
-
-def unread(client: Any) -> bool:
-    """Whether a pymemcache client's idle connection is readable (see :meth:`Client.unread`)."""
-    sock = client.sock
-    if sock is None:
-        return False
-    pending = getattr(sock, "pending", None)
-    if pending is not None and pending():
-        return True
-    poller = _poll()
-    poller.register(sock.fileno(), _POLLIN)
-    return bool(poller.poll(0))

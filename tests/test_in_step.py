@@ -19,7 +19,9 @@ from gevent import Timeout
 from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
 from pymemcache.serde import pickle_serde
 
+import greenpool
 from greenpool import ClientPool, GreenletMappedPool, PooledClient
+from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
 
 MakePool = Callable[..., ClientPool[Any]]
@@ -64,36 +66,61 @@ def _next_caller_reads_its_own_replies(mc: Any, key: Key, c1: int = 101) -> None
     assert mc.get(key("b")) == B
 
 
-@pytest.fixture
-def pool(make_pool: MakePool, key: Key) -> ClientPool[Any]:
-    """One client, whose deserializer yields on key a."""
-    made = make_pool(1, client_options={"serde": YieldingSerde(key("a"))})
+class ExtractingClient(greenpool.Client):
+    """Overrides pymemcache's ``_extract_value`` hook, so its values are read and
+    decoded one by one, the serde running between recv calls."""
+
+    def _extract_value(self, *args: Any) -> Any:
+        return super()._extract_value(*args)
+
+
+@pytest.fixture(params=["greenpool.Client", "ExtractingClient"])
+def pool(
+    request: pytest.FixtureRequest, memcached: MemcachedServer, key: Key
+) -> Iterator[ClientPool[Any]]:
+    """One client, whose deserializer yields on key a: greenpool's, which reads a
+    get's whole reply before it decodes; or one that decodes as it reads."""
+    client_class = greenpool.Client if request.param == "greenpool.Client" else ExtractingClient
+    serde = YieldingSerde(key("a"))
+    made: ClientPool[Any] = ClientPool(
+        lambda: client_class(memcached.address, serde=serde, **greenpool.CLIENT_DEFAULTS), 1
+    )
     with made.reserve() as mc:
         _prepare(mc, key)
-    return made
+    yield made
+    made.close()
+
+
+def _cut_off_while_decoding(pool: ClientPool[Any]) -> int:
+    """How many clients a Timeout in the deserializer should cost: none if the
+    reply was read before decoding (greenpool.Client), one if it cut it off."""
+    with pool.reserve() as mc:
+        return 0 if type(mc) is greenpool.Client else 1
 
 
 def _get_many_cut_off_inside_the_block(mc: Any, key: Key) -> None:
-    """gevent.Timeout fires in the deserializer, between recv calls, and is caught
-    inside the block: the block then ends normally."""
+    """gevent.Timeout fires in the deserializer, and is caught inside the block:
+    the block then ends normally."""
     with pytest.raises(Timeout), Timeout(0.05):
         mc.get_many([key("a"), key("b")])
 
 
-def test_a_timeout_caught_inside_the_block_between_recv_calls(
-    pool: ClientPool[Any], key: Key
-) -> None:
+def test_a_timeout_caught_inside_the_block_while_decoding(pool: ClientPool[Any], key: Key) -> None:
+    """Decoding after the reply is read leaves the connection in step (greenpool's
+    reader); decoding between recv calls cuts the reply off, and the connection
+    is closed there and then: either way the next caller reads its own replies."""
+    expected_cuts = _cut_off_while_decoding(pool)
     with pool.reserve() as mc:
         _get_many_cut_off_inside_the_block(mc, key)
     with pool.reserve() as mc:
         _next_caller_reads_its_own_replies(mc, key)
-    assert pool.stats()["discarded_interrupted"] == 1
+    assert pool.stats()["discarded_interrupted"] == expected_cuts
 
 
-def test_the_same_caller_reconnects_after_catching_the_timeout(
+def test_the_same_caller_reads_its_own_replies_after_catching_the_timeout(
     pool: ClientPool[Any], key: Key
 ) -> None:
-    """The connection is closed at the cut, not when the block ends: the caller's
+    """A cut closes the connection at once, not when the block ends: the caller's
     own next command, in the same block, reads its own reply too."""
     with pool.reserve() as mc:
         _get_many_cut_off_inside_the_block(mc, key)
@@ -125,11 +152,12 @@ def test_the_mapped_pool_never_lends_the_cut_off_connection_either(
         with mapped.reserve() as mc:
             _next_caller_reads_its_own_replies(mc, key)
 
+    expected_cuts = _cut_off_while_decoding(pool)
     gevent.spawn(first_greenlet).get(timeout=10)
     gevent.idle()  # the first greenlet's death link hands its client back
     gevent.spawn(second_greenlet).get(timeout=10)
     gevent.idle()
-    assert mapped.stats()["discarded_interrupted"] == 1
+    assert mapped.stats()["discarded_interrupted"] == expected_cuts
 
 
 @pytest.fixture
@@ -214,7 +242,7 @@ def test_a_value_for_a_key_nobody_asked_for_costs_the_connection(
 ) -> None:
     """get_many meets a key it did not ask for: pymemcache's KeyError."""
     proxy.inject(b"VALUE nobody-asked 0 1\r\nx\r\n")
-    with pytest.raises(KeyError):
+    with pytest.raises((KeyError, MemcacheUnknownError)):
         traced.get_many([key("a")])
     _next_caller_reads_its_own_replies(traced, key)
     assert traced.pool_stats()["discarded_error"] == 1
