@@ -78,54 +78,53 @@ def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
         yield keys[start : start + size]
 
 
-def fetch(client: Any, chunk: list[Key], cas: bool) -> tuple[dict[Any, Any], Any]:
-    """Get *chunk*'s keys from *client* in one command; return what was found, by
-    the chunk's keys (entry.key), and the serde to decode it with, or None.
+def fetch(client: Any, chunk: list[Key], cas: bool) -> None:
+    """Get *chunk*'s keys from *client* in one command, and record in each key's
+    entry what was found (``item``) and the serde to decode it with, if any.
 
     With pymemcache's default serde, which returns the bytes memcached sent and
-    cannot fail, return the values as they come, and None. With any other,
-    return them raw and the serde, so that each caller decodes its own: a value
+    cannot fail, record the values as they come, and no serde. With any other,
+    record them raw and the serde, so that each caller decodes its own: a value
     that fails to decode then fails its own callers only (as unbatched), and two
     callers of one key never share a mutable object. A greenpool Client sends
     the keys as they were checked and returns them undecoded (Client.fetch_raw).
     """
     serde = client.serde
     identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
+    decoder = None if identity else serde
     if isinstance(client, Client):
-        named = {entry.wire: entry.key for entry in chunk}
-        found = {
-            named[wire]: ((data if identity else (data, flags)), token) if cas
-            else (data if identity else (data, flags))
-            for wire, flags, data, token in client.fetch_raw(list(named), cas)
-        }  # fmt: skip
-        return found, None if identity else serde
-    keys = [entry.key for entry in chunk]
+        raw = client.fetch_raw([entry.wire for entry in chunk], cas)
+        for entry in chunk:
+            got = raw.get(entry.wire)
+            if got is not None:
+                flags, data, token = got
+                value = data if identity else (data, flags)
+                entry.item = (value, token) if cas else value
+                entry.serde = decoder
+        return
     get_many = client.gets_many if cas else client.get_many
+    keys = [entry.key for entry in chunk]
     if identity:
-        return get_many(keys), None
-    client.serde = _RAW
-    try:
-        return get_many(keys), serde
-    finally:
-        client.serde = serde
+        found = get_many(keys)
+    else:
+        client.serde = _RAW
+        try:
+            found = get_many(keys)
+        finally:
+            client.serde = serde
+    for entry in chunk:
+        entry.item = found.get(entry.key, MISS)
+        entry.serde = decoder
 
 
-def answered(
-    entries: Iterable[Key],
-    error: Optional[BaseException],
-    found: Optional[dict[Any, Any]] = None,
-    serde: Any = None,
-) -> list[Waiter]:
-    """Record *found* (raw if *serde* is not None) in *entries*, or their *error*;
-    return the Waiters of the callers now answered, each once: every single key's
-    caller, and each ``get_many`` caller whose last key this was or whose first
-    error this is. A withdrawn ``get_many`` caller is left out; a withdrawn
-    single key's Waiter keeps what it is woken with, harmlessly."""
+def answered(entries: Iterable[Key], error: Optional[BaseException]) -> list[Waiter]:
+    """*entries* are answered (their items recorded by :func:`fetch`), or failed
+    with *error*: return the Waiters of the callers now answered, each once:
+    every single key's caller, and each ``get_many`` caller whose last key this
+    was or whose first error this is. A withdrawn ``get_many`` caller is left
+    out; a withdrawn single key's Waiter keeps what it is woken with, harmlessly."""
     ready = []
     for entry in entries:
-        if found is not None:
-            entry.item = found.get(entry.key, MISS)
-            entry.serde = serde
         for call in entry.calls:
             if call.__class__ is not Call:  # a single key's Waiter
                 ready.append(call)

@@ -20,8 +20,8 @@ __all__ = ["RECV_SIZE", "Value", "fits", "read_values"]
 
 RECV_SIZE = 65536
 
-#: One value of a get reply: (key as sent, flags, data, cas token or None).
-Value = tuple[bytes, int, bytes, Optional[bytes]]
+#: A value of a get reply, by its key as sent: (flags, data, cas token or None).
+Value = tuple[int, bytes, Optional[bytes]]
 
 # The reply lines that fit each command read line by line; any other line means
 # the connection is out of step (incr and decr answer a number, checked apart).
@@ -32,12 +32,12 @@ _MISC_REPLIES = {
 }
 
 
-def read_values(recv: Callable[[int], bytes], cas: bool) -> tuple[list[Value], bytes, bytes]:
+def read_values(recv: Callable[[int], bytes], cas: bool) -> tuple[dict[bytes, Value], bytes, bytes]:
     """Read ``VALUE`` blocks from *recv* (a socket's) until a line that is not
-    one; return the values, that line (``END``, or an error line), and the bytes
-    read past it. Malformed blocks raise, and so does a closed connection
-    (pymemcache's ``MemcacheUnexpectedCloseError``)."""
-    values: list[Value] = []
+    one; return the values by key, in reply order, that line (``END``, or an
+    error line), and the bytes read past it. Malformed blocks raise, and so does
+    a closed connection (pymemcache's ``MemcacheUnexpectedCloseError``)."""
+    values: dict[bytes, Value] = {}
     buf = b""
     pos = 0
     while True:
@@ -56,7 +56,7 @@ def read_values(recv: Callable[[int], bytes], cas: bool) -> tuple[list[Value], b
             start, end = 0, end - start
         if buf[end : end + 2] != b"\r\n":
             raise MemcacheUnknownError(f"a value does not end where its size says: {fields!r}")
-        values.append((fields[0], int(fields[1]), buf[start:end], fields[3] if cas else None))
+        values[fields[0]] = (int(fields[1]), buf[start:end], fields[3] if cas else None)
         pos = end + 2
 
 

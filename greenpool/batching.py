@@ -147,7 +147,8 @@ class AutoBatcher:
         if not self._running and not self._pending:
             return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
-        entry = self._join(self._check(key), key, waiter, False)
+        wire = self._checked.get(key) if key.__class__ is str else None  # _check's memo
+        entry = self._join(wire or self._check(key), key, waiter, False)
         outcome = waiter.get()  # an interruption leaves: the chunk wakes no one then
         if outcome is not None:
             raise outcome
@@ -286,12 +287,10 @@ class AutoBatcher:
         epoch = _fork.epoch
         interrupted: Optional[BaseException] = None
         error: Optional[BaseException] = None
-        found: Optional[dict[Any, Any]] = None
-        serde = None
         try:
             with self.pool.reserve() as client:
                 self._check_client(client)
-                found, serde = fetch(client, chunk, cas)
+                fetch(client, chunk, cas)
         except Exception as exc:
             error = exc
         except BaseException as exc:  # killed: no caller may see a GreenletExit
@@ -299,7 +298,7 @@ class AutoBatcher:
             error = PoolError(f"a batch of pool {self.pool.name!r} was interrupted: {exc!r}")
         if epoch != _fork.epoch:
             error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
-        ready = answered(chunk, error, None if error else found, serde)
+        ready = answered(chunk, error)
         self._hub.loop.run_callback(self._wake, ready, error, epoch)
         if interrupted is not None:
             raise interrupted

@@ -180,11 +180,11 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                 if expect_cas:
                     return {
                         remapped_keys[k]: (deserialize(remapped_keys[k], data, flags), token)
-                        for k, flags, data, token in values
+                        for k, (flags, data, token) in values.items()
                     }
                 return {
                     remapped_keys[k]: deserialize(remapped_keys[k], data, flags)
-                    for k, flags, data, _ in values
+                    for k, (flags, data, _) in values.items()
                 }
             except Exception:
                 if self.ignore_exc:
@@ -226,36 +226,36 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             raise
         return result
 
-    def fetch_raw(self, wire_keys: list[bytes], cas: bool = False) -> list[Value]:
+    def fetch_raw(self, wire_keys: list[bytes], cas: bool = False) -> dict[bytes, Value]:
         """One ``get`` (``gets`` with *cas*) of *wire_keys*, keys as sent (checked and
-        prefixed already); return what memcached found, undecoded: ``(key, flags,
-        data, cas token or None)`` in reply order. What the AutoBatcher sends."""
+        prefixed already); return what memcached found, undecoded, by key:
+        ``(flags, data, cas token or None)``. What the AutoBatcher sends."""
         return self._get(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
 
     def _get(
         self, name: bytes, wire_keys: list[bytes], asked: Container[bytes], cas: bool
-    ) -> list[Value]:
+    ) -> dict[bytes, Value]:
         """Send a get or gets of *wire_keys* and read its reply to its end; a
         value for a key not *asked* for means the connection was out of step."""
         try:
             sock = self._start()
         except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
             if self.ignore_exc:
-                return []
+                return {}
             raise
         try:
             sock.sendall(name + b"".join(b" " + k for k in wire_keys) + b"\r\n")
             values, line, rest = read_values(sock.recv, cas)
             if line != b"END":
                 self._error(line, name, rest, last=len(wire_keys) <= 1)
-            for value in values:
-                if value[0] not in asked:
-                    raise MemcacheUnknownError(f"a value for a key not asked for: {value[0]!r}")
+            for key in values:
+                if key not in asked:
+                    raise MemcacheUnknownError(f"a value for a key not asked for: {key!r}")
             self._done(rest)
         except BaseException as exc:
             self._cut(exc)
             if self.ignore_exc and isinstance(exc, Exception):
-                return []
+                return {}
             raise
         return values
 
