@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pymemcache.client.base import check_key_helper
 from pymemcache.exceptions import MemcacheIllegalInputError
 
 
@@ -76,3 +77,31 @@ def check_memcached_integer(name: str, value: Any) -> None:
         raise MemcacheIllegalInputError(
             f"{name} must be between {low} and {high} for memcached, got {value}"
         )
+
+
+class CheckedKeys(dict):  # type: ignore[type-arg]
+    """pymemcache's key check (``check_key_helper``) with *key_prefix* and
+    *allow_unicode_keys*, remembered: ``checked(key)`` returns the key as sent,
+    or raises ``MemcacheIllegalInputError``. The check is a pure function of a
+    ``str`` or ``bytes`` key, so up to *most* of those are kept (forgotten all at
+    once beyond); a dict itself, so a hot path may try ``checked.get(key)``
+    first."""
+
+    __slots__ = ("allow_unicode_keys", "key_prefix", "most")
+
+    def __init__(self, key_prefix: bytes, allow_unicode_keys: bool, most: int = 4096) -> None:
+        super().__init__()
+        self.key_prefix = key_prefix
+        self.allow_unicode_keys = allow_unicode_keys
+        self.most = most
+
+    def __call__(self, key: Any) -> bytes:
+        known: bytes | None = self.get(key) if key.__class__ in (str, bytes) else None
+        if known is not None:
+            return known
+        wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        if key.__class__ in (str, bytes):
+            if len(self) >= self.most:
+                self.clear()
+            self[key] = wire
+        return wire

@@ -31,11 +31,10 @@ from typing import Any, Optional, TypedDict
 from gevent import get_hub, spawn_raw
 from gevent.hub import Waiter
 from gevent.monkey import get_original
-from pymemcache.client.base import check_key_helper
 
 from greenpool import _fork
 from greenpool._batch import MISS, Call, Caller, Key, answered, chunks, collect, fetch
-from greenpool._checks import check_bool, check_size
+from greenpool._checks import CheckedKeys, check_bool, check_size
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
 
@@ -58,9 +57,6 @@ class BatchStats(TypedDict):
     keys_asked: int
     keys_sent: int
     keys_per_batch: float
-
-
-_CHECKED_MAX = 4096  # keys whose check is remembered; forgotten all at once beyond
 
 
 class AutoBatcher:
@@ -115,7 +111,7 @@ class AutoBatcher:
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
         self._pending: dict[bytes, Key] = {}
-        self._checked: dict[Any, bytes] = {}
+        self._checked = CheckedKeys(key_prefix, allow_unicode_keys)
         self._cas = False  # a gets is pending
         self._running = 0  # plain calls, chunks and callers still to wake
         self._thread: Optional[int] = None
@@ -213,17 +209,9 @@ class AutoBatcher:
     def _check(self, key: Any) -> bytes:
         """The key as sent (pymemcache's check, with the clients' prefix), or raise
         MemcacheIllegalInputError in the caller, before the key joins anything."""
-        if key.__class__ is str or key.__class__ is bytes:
-            known = self._checked.get(key)  # a pure function of the key: remembered
-            if known is not None:
-                return known
-        wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
-        if key.__class__ is str or key.__class__ is bytes:
-            if len(self._checked) >= _CHECKED_MAX:
-                self._checked.clear()
-            self._checked[key] = wire
-        else:  # pymemcache names its results by the key: an unhashable one fails there
-            hash(key)
+        wire = self._checked(key)
+        if key.__class__ is not str and key.__class__ is not bytes:
+            hash(key)  # pymemcache names its results by the key: an unhashable one fails
         return wire
 
     def _join(self, wire: bytes, key: Any, call: Caller, cas: bool) -> Key:

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional
 
-from pymemcache.client.base import check_key_helper, normalize_server_spec
+from pymemcache.client.base import normalize_server_spec
 from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 from pymemcache.exceptions import MemcacheError
 
-from greenpool._checks import check_bool, check_size
+from greenpool._checks import CheckedKeys, check_bool, check_size
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
 from greenpool.client import PooledClient, check_pool_arguments
 from greenpool.factory import CLIENT_DEFAULTS
@@ -110,11 +110,30 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         )
         if isinstance(self.hasher, TwemproxyKetama):
             self.hasher.key_prefix = self.key_prefix  # twemproxy hashes the key as sent
+        self._checked = CheckedKeys(self.key_prefix, self.allow_unicode_keys)
+
+    # -- the reads, without pymemcache's generic _run_cmd on their way -----------------
+
+    def get(self, key: Any, default: Any = None, **kwargs: Any) -> Any:
+        """pymemcache's ``HashClient.get``."""
+        client = self._get_client(key)
+        if client is None:
+            return default
+        return self._safely_run_func(client, client.get, default, key, default, **kwargs)
+
+    def gets(self, key: Any, *args: Any, **kwargs: Any) -> Any:
+        """pymemcache's ``HashClient.gets``."""
+        client = self._get_client(key)
+        if client is None:
+            return None
+        return self._safely_run_func(client, client.gets, None, key, *args, **kwargs)
 
     # -- placement -----------------------------------------------------------------
 
     def _get_client(self, key: Any) -> Any:
-        check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        checked = self._checked
+        if key.__class__ is not str or checked.get(key) is None:
+            checked(key)  # pymemcache's check, remembered
         if self._dead_clients and _monotonic() >= self._next_revival:
             self._retry_dead()
         node = self.hasher.get_node(key)

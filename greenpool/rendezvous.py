@@ -79,6 +79,8 @@ class RendezvousHash:
 
     def get_node(self, key: Any) -> Any:
         """The node *key* belongs on, or ``None`` when there are no nodes."""
+        if len(self.nodes) == 1:  # the highest of one score: no need to compute it
+            return self.nodes[0]
         score, seed = self._hash, self.seed
         high_score = -1
         winner = None
