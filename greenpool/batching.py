@@ -41,7 +41,7 @@ from greenpool.pool import ClientPool
 __all__ = ["DEFAULT_AUTOBATCH", "DEFAULT_MAX_KEYS", "AutoBatcher", "BatchStats"]
 
 #: Whether PooledClient and HashClient batch their gets unless told.
-DEFAULT_AUTOBATCH = False
+DEFAULT_AUTOBATCH = True
 #: Default *max_keys*: the most keys in one ``get`` command (README.rst, "Autobatching").
 DEFAULT_MAX_KEYS = 128
 

@@ -142,17 +142,25 @@ class MemcachedCache(FlaskMemcachedCache):
         return seconds + int(time.time()) if seconds > MAX_RELATIVE_EXPIRY else seconds
 
     def inc(self, key: str, delta: int = 1) -> int | None:
-        """Add *delta* to the value of *key* (or to 0), atomically; the new value."""
+        """Add *delta* to the value of *key* (or to 0), atomically; the new value.
+
+        memcached's ``incr``, or ``add`` when the key is missing, then ``incr``
+        again if another greenlet added it first: each try but the last is lost
+        only to a concurrent delete, never to a concurrent increment."""
         if delta >= 0:
             normalized = self._normalize_key(key)
+            timeout = self._normalize_timeout(None)
             client = self.client
-            try:
-                new: int | None = client.incr(normalized, delta)
-            except MemcacheClientError:  # not a number memcached can add to: see _add
-                new = None
-            if new is not None:
-                client.touch(normalized, self._normalize_timeout(None))  # as cachelib's set
-                return new
+            for _ in range(CAS_ATTEMPTS):
+                try:
+                    new: int | None = client.incr(normalized, delta)
+                except MemcacheClientError:  # not a number memcached can add to: see _add
+                    break
+                if new is not None:
+                    client.touch(normalized, timeout)  # as cachelib's set
+                    return new
+                if client.add(normalized, delta, timeout):
+                    return delta
         return self._add(key, delta)
 
     def dec(self, key: str, delta: int = 1) -> int | None:

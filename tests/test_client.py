@@ -129,7 +129,8 @@ def test_calls_wait_cooperatively_for_a_free_client_then_raise_pool_timeout(
     with pytest.raises(PoolTimeout, match=r"'small'.*timeout=0\.1"):
         mc.get(key("a"))
     assert 0.08 <= time.monotonic() - started < 0.25
-    patient = make_client(proxy.address, max_pool_size=1, pool_timeout=5)
+    # Three gets of one key would go out as one batched get: unbatched, each waits.
+    patient = make_client(proxy.address, max_pool_size=1, pool_timeout=5, autobatch=False)
     gevent.joinall([gevent.spawn(patient.get, key("a")) for _ in range(3)], timeout=5)
     assert patient.pool_stats()["waits"] == 2  # two waited in turn, none failed
     assert patient.pool_stats()["timeouts"] == 0
@@ -161,7 +162,7 @@ def test_close_disconnects_idle_clients_and_later_calls_reconnect(
 ) -> None:
     """As with pymemcache, close() (Django calls it after each request) leaves the
     client usable. A command in flight elsewhere finishes on its connection."""
-    mc = make_client(proxy.address, max_pool_size=3)
+    mc = make_client(proxy.address, max_pool_size=3, autobatch=False)  # 3 gets, 3 clients
     mc.set(key("a"), "1")
     proxy.reply_delay = 0.05
     gevent.joinall([gevent.spawn(mc.get, key("a")) for _ in range(3)], timeout=5)
