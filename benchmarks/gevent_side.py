@@ -133,7 +133,9 @@ CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
     "ClientPool(64)": functools.partial(client_pool, maxsize=64),
     "GreenletMappedPool(16)": functools.partial(mapped_pool, maxsize=16),
     "greenpool.PooledClient(16)": lambda address: pooled_client(
-        greenpool.PooledClient(address, max_pool_size=16, pool_timeout=POOL_TIMEOUT)
+        greenpool.PooledClient(
+            address, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=False
+        )
     ),
     "greenpool.PooledClient(16) autobatching": lambda address: pooled_client(
         greenpool.PooledClient(address, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=True)
@@ -150,16 +152,21 @@ CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
 
 
 def hash_client(request: Request) -> Contender:
-    """greenpool's HashClient over the cluster's memcacheds, 16 clients a server."""
+    """greenpool's HashClient over the cluster's memcacheds, 16 clients a server,
+    unbatched as the single server's PooledClient(16) it is compared with."""
     servers = [tuple(address) for address in request["cluster"]["servers"]]
-    client = greenpool.HashClient(servers, max_pool_size=16, pool_timeout=POOL_TIMEOUT)
+    client = greenpool.HashClient(
+        servers, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=False
+    )
     return pooled_client(client)
 
 
 def through_nutcracker(request: Request) -> Contender:
     """greenpool's PooledClient through the nutcracker in front of the same memcacheds."""
     proxy = tuple(request["cluster"]["proxy"])
-    return pooled_client(greenpool.PooledClient(proxy, max_pool_size=16, pool_timeout=POOL_TIMEOUT))
+    return pooled_client(
+        greenpool.PooledClient(proxy, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=False)
+    )
 
 
 #: Contenders over several memcacheds: made from the request's ``cluster``.

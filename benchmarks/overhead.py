@@ -53,6 +53,9 @@ def overhead(request: Request) -> Reply:
     loops, repeats = request["loops"], request["repeats"]
     factory = client_factory(address)
     pool: ClientPool[Client] = ClientPool(factory, 16)
+    connected: ClientPool[Client] = ClientPool(factory, 16)
+    with connected.reserve() as client:
+        client.version()  # its idle client is connected: each lend polls its socket
     mapped = GreenletMappedPool(ClientPool(factory, 16))
     pymemcache = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
     nothing = _Nothing()
@@ -60,6 +63,11 @@ def overhead(request: Request) -> Reply:
     def reserve_release(n: int) -> None:
         for _ in range(n):
             with pool.reserve():
+                pass
+
+    def reserve_release_connected(n: int) -> None:
+        for _ in range(n):
+            with connected.reserve():
                 pass
 
     def get_put(n: int) -> None:  # the pool's own data path, without the Reservation
@@ -89,6 +97,7 @@ def overhead(request: Request) -> Reply:
 
     bodies = {
         "reserve_release_us": reserve_release,
+        "reserve_release_connected_us": reserve_release_connected,
         "get_put_us": get_put,
         "reservation_us": reservation,
         "mapped_reserve_us": mapped_again,
@@ -99,6 +108,7 @@ def overhead(request: Request) -> Reply:
         name: min(_per_loop(body, loops) for _ in range(repeats)) for name, body in bodies.items()
     }
     mapped.relinquish()
+    connected.close()
     sequential = _sequential(address, pool, request["gets"], request["rounds"])
     pool.close()
     pymemcache.close()
@@ -161,7 +171,7 @@ def _sequential(
     key = "bench-sequential"
     raw = client_factory(address)()
     raw.set(key, value_for(key), noreply=False)
-    ours = greenpool.PooledClient(address, max_pool_size=16)
+    ours = greenpool.PooledClient(address, max_pool_size=16, autobatch=False)
     batching = greenpool.PooledClient(address, max_pool_size=16, autobatch=True)
     theirs = PymemcachePooledClient(address, max_pool_size=None, **PYMEMCACHE_OPTIONS)
 

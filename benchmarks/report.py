@@ -109,6 +109,10 @@ def overhead_rows(results: Results) -> list[list[str]]:
     o = results["overhead"]
     rows = [
         ["uncontended reserve + release, ClientPool", f"{o['reserve_release_us']:.2f} µs"],
+        [
+            "the same, its client connected (each lend polls the socket)",
+            f"{o['reserve_release_connected_us']:.2f} µs",
+        ],
         ["lend + take_back called directly, no Reservation object", f"{o['get_put_us']:.2f} µs"],
         ["pool.reserve() alone, no with-block", f"{o['reservation_us']:.2f} µs"],
         ["mapped reserve, client already held", f"{o['mapped_reserve_us']:.2f} µs"],
