@@ -210,10 +210,12 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         self, client: Any, func: Callable[..., Any], default_val: Any, *args: Any, **kwargs: Any
     ) -> Any:
         server = client.server
+        retried = None
         try:
-            may_send, retried = self._may_send(server)
-            if not may_send:
-                return default_val
+            if self._failed_clients:  # else every server may be sent to, and none is retried
+                may_send, retried = self._may_send(server)
+                if not may_send:
+                    return default_val
             result = func(*args, **kwargs)
         except OSError:
             self._mark_failed_server(server)
@@ -224,7 +226,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
             if not self.ignore_exc:
                 raise
             return default_val
-        self._succeeded(server, retried)
+        if retried is not None:
+            self._succeeded(server, retried)
         return result
 
     def _safely_run_set_many(
