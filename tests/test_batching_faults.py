@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from tests.forking import Child
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
 from tests.test_batching import busy
+from tests.threads import in_another_thread
 from tests.waiting import wait_until
 
 Key = Callable[[str], str]
@@ -229,20 +229,8 @@ def test_another_thread_gets_a_clear_pool_error_and_nothing_hangs(
     """The batcher belongs to the thread that first used it, as its pool does."""
     batcher = AutoBatcher(make_pool(2, name="threaded"))
     assert batcher.get(key("a")) is None
-    errors: list[BaseException] = []
-
-    def other_thread() -> None:
-        try:
-            batcher.get(key("a"))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], PoolError)
-    assert "'threaded' belongs to thread" in str(errors[0])
+    error = in_another_thread(lambda: batcher.get(key("a")))
+    assert isinstance(error, PoolError) and "'threaded' belongs to thread" in str(error)
     assert batcher.get_many([key("a")]) == {}  # unharmed in its own thread
 
 
