@@ -63,9 +63,11 @@ class MappedReservation(Generic[C]):
     """The context manager :meth:`GreenletMappedPool.reserve` returns.
 
     Entering it yields the current greenlet's client, taking one from the pool
-    the first time. Leaving it keeps the client mapped, unless the block was
-    left by an interruption or a connection error: then the client is
-    discarded exactly as :class:`~greenpool.ClientPool` would discard it.
+    the first time. Leaving it keeps the client mapped, unless one of its
+    commands was cut off (for a client that does not keep its connection's
+    state: unless the block was left by an interruption or a connection error):
+    then the client is discarded exactly as :class:`~greenpool.ClientPool`
+    would discard it. One block at a time may enter it.
     """
 
     __slots__ = ("_mapped", "_mapping", "_timeout")
