@@ -208,8 +208,8 @@ def test_a_greenlet_interrupted_mid_command_has_its_client_discarded(
     the next user's incr of y reads y's own counter."""
     mapped = make_mapped(1, address=proxy.address)
     with mapped.reserve() as mc:
-        mc.set(key("x"), "1000")
-        mc.set(key("y"), "5")
+        mc.set(key("x"), "1000", noreply=False)  # stored before anything else is sent
+        mc.set(key("y"), "5", noreply=False)
     mapped.relinquish()
     proxy.reply_delay = 0.05
 
@@ -235,8 +235,8 @@ def test_an_interrupted_inner_block_never_lets_the_outer_block_read_the_stale_re
     outer block ends."""
     mapped = make_mapped(1, address=proxy.address, client_options={"socket_module": gevent.socket})
     with mapped.reserve() as mc:
-        mc.set(key("x"), "1000")
-        mc.set(key("y"), "5")
+        mc.set(key("x"), "1000", noreply=False)  # stored before anything else is sent
+        mc.set(key("y"), "5", noreply=False)
         proxy.reply_delay = 0.05
         with pytest.raises(Timeout), Timeout(0.01), mapped.reserve() as inner:
             inner.incr(key("x"), 1)
