@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import errno
 import select
-from collections.abc import Container, Iterable
-from typing import Any, Optional, Union
+from collections.abc import Callable, Container, Iterable
+from typing import Any, Optional, TypeVar, Union
 
 import gevent
 from gevent.monkey import get_original
@@ -59,6 +59,7 @@ __all__ = ["Client"]
 _poll = get_original("select", "poll")
 _POLLIN = select.POLLIN
 _CAS_MAX = 2**64 - 1
+T = TypeVar("T")
 
 
 class Client(_PymemcacheClient):  # type: ignore[misc]
@@ -125,7 +126,34 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             raise MemcacheIllegalInputError(f"cas must be at most {_CAS_MAX}, got {cas!r}")
         return checked
 
-    # -- a command's life: _start, then _done or _cut --------------------------------
+    # -- a command's life: _exchange (_start, then _done or _cut) -------------------
+
+    def _exchange(
+        self,
+        cmd: bytes,
+        read: Callable[[Any], tuple[T, bytes]],
+        ignored: Optional[T] = None,
+    ) -> T:
+        """Send *cmd* and read its reply with *read* (the socket -> the result, and
+        the bytes read past the reply): one command, from start to end. With
+        *ignored* given and pymemcache's *ignore_exc*, an Exception returns
+        *ignored* instead (what pymemcache's reads do)."""
+        try:
+            sock = self._start()
+        except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
+            if ignored is not None and self.ignore_exc:
+                return ignored
+            raise
+        try:
+            sock.sendall(cmd)
+            result, rest = read(sock)
+            self._done(rest)
+        except BaseException as exc:
+            self._cut(exc)
+            if ignored is not None and self.ignore_exc and isinstance(exc, Exception):
+                return ignored
+            raise
+        return result
 
     def _start(self) -> Any:
         """Connect if need be, and mark a command as running; return the socket."""
@@ -190,21 +218,15 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                 if self.ignore_exc:
                     return {}
                 raise
-        cmd = name + b"".join(b" " + k for k in prefixed_keys) + b"\r\n"
-        try:
-            sock = self._start()
-        except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
-            if self.ignore_exc:
-                return {}
-            raise
-        result: dict[Any, Any] = {}
-        try:
-            sock.sendall(cmd)
+
+        def read(sock: Any) -> tuple[dict[Any, Any], bytes]:
+            """pymemcache's way: line by line, each value decoded as it is read."""
+            result: dict[Any, Any] = {}
             buf = b""
             while True:
                 buf, line = _readline(sock, buf)
                 if line == b"END" or line == b"OK":
-                    break
+                    return result, buf
                 if line.startswith(b"VALUE"):
                     key, value, buf = self._extract_value(
                         expect_cas, line, buf, remapped_keys, prefixed_keys
@@ -218,13 +240,8 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     result[stat[1]] = b" ".join(stat[2:])
                 else:
                     self._error(line, name, buf, last=len(prefixed_keys) <= 1)
-            self._done(buf)
-        except BaseException as exc:
-            self._cut(exc)
-            if self.ignore_exc and isinstance(exc, Exception):
-                return {}
-            raise
-        return result
+
+        return self._exchange(name + b"".join(b" " + k for k in prefixed_keys) + b"\r\n", read, {})
 
     def fetch_raw(self, wire_keys: list[bytes], cas: bool = False) -> dict[bytes, Value]:
         """One ``get`` (``gets`` with *cas*) of *wire_keys*, keys as sent (checked and
@@ -237,27 +254,17 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
     ) -> dict[bytes, Value]:
         """Send a get or gets of *wire_keys* and read its reply to its end; a
         value for a key not *asked* for means the connection was out of step."""
-        try:
-            sock = self._start()
-        except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
-            if self.ignore_exc:
-                return {}
-            raise
-        try:
-            sock.sendall(name + b"".join(b" " + k for k in wire_keys) + b"\r\n")
+
+        def read(sock: Any) -> tuple[dict[bytes, Value], bytes]:
             values, line, rest = read_values(sock.recv, cas)
             if line != b"END":
                 self._error(line, name, rest, last=len(wire_keys) <= 1)
             for key in values:
                 if key not in asked:
                     raise MemcacheUnknownError(f"a value for a key not asked for: {key!r}")
-            self._done(rest)
-        except BaseException as exc:
-            self._cut(exc)
-            if self.ignore_exc and isinstance(exc, Exception):
-                return {}
-            raise
-        return values
+            return values, rest
+
+        return self._exchange(name + b"".join(b" " + k for k in wire_keys) + b"\r\n", read, {})
 
     def _store_cmd(
         self,
@@ -288,13 +295,11 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     raise MemcacheIllegalInputError(f"Data values must be binary-safe: {e}") from e
             head = b"%b %b %d %b %d%b\r\n" % (name, key, data_flags, expire_bytes, len(data), extra)
             cmds.append(head + data + b"\r\n")
-        sock = self._start()
-        results: dict[Any, Optional[bool]] = {}
-        try:
-            sock.sendall(b"".join(cmds))
+
+        def read(sock: Any) -> tuple[dict[Any, Optional[bool]], bytes]:
             if noreply:
-                self.busy = False
-                return {k: True for k in keys}
+                return dict.fromkeys(keys, True), b""
+            results: dict[Any, Optional[bool]] = {}
             buf = b""
             for i, key in enumerate(keys):
                 buf, line = _readline(sock, buf)
@@ -302,11 +307,9 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     results[key] = STORE_RESULTS_VALUE[line]
                 else:
                     self._error(line, name, buf, last=i == len(keys) - 1)
-            self._done(buf)
-        except BaseException as exc:
-            self._cut(exc)
-            raise
-        return results
+            return results, buf
+
+        return self._exchange(b"".join(cmds), read)
 
     def _misc_cmd(
         self,
@@ -316,15 +319,11 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         end_tokens: Optional[bytes] = None,
     ) -> list[bytes]:
         cmds = list(cmds)
-        sock = self._start()
-        results: list[bytes] = []
-        try:
-            sock.sendall(b"".join(cmds))
-            if noreply:
-                self.busy = False
-                return results
+
+        def read(sock: Any) -> tuple[list[bytes], bytes]:
+            results: list[bytes] = []
             buf = b""
-            for i, _ in enumerate(cmds):
+            for i in range(0 if noreply else len(cmds)):
                 if end_tokens:
                     buf, line = _readsegment(sock, buf, end_tokens)
                     self._raise_errors(line, cmd_name)
@@ -333,14 +332,13 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     if not fits(cmd_name, line):
                         self._error(line, cmd_name, buf, last=i == len(cmds) - 1)
                 results.append(line)
-            if end_tokens:  # a raw reply's end is the caller's guess: never reuse it
-                self.busy = False
-                self.close()
-                return results
-            self._done(buf)
-        except BaseException as exc:
-            self._cut(exc)
-            raise
+            # A raw reply's end is the caller's guess: what follows is not checked,
+            # and the connection is closed below, never reused.
+            return results, b"" if end_tokens else buf
+
+        results = self._exchange(b"".join(cmds), read)
+        if end_tokens and not noreply:
+            self.close()
         return results
 
 
