@@ -79,29 +79,30 @@ def check_memcached_integer(name: str, value: Any) -> None:
         )
 
 
-class CheckedKeys(dict):  # type: ignore[type-arg]
+class CheckedKeys:
     """pymemcache's key check (``check_key_helper``) with *key_prefix* and
     *allow_unicode_keys*, remembered: ``checked(key)`` returns the key as sent,
     or raises ``MemcacheIllegalInputError``. The check is a pure function of a
     ``str`` or ``bytes`` key, so up to *most* of those are kept (forgotten all at
-    once beyond); a dict itself, so a hot path may try ``checked.get(key)``
-    first."""
+    once beyond)."""
 
-    __slots__ = ("allow_unicode_keys", "key_prefix", "most")
+    __slots__ = ("_known", "allow_unicode_keys", "key_prefix", "most")
 
     def __init__(self, key_prefix: bytes, allow_unicode_keys: bool, most: int = 4096) -> None:
-        super().__init__()
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
         self.most = most
+        self._known: dict[Any, bytes] = {}
 
     def __call__(self, key: Any) -> bytes:
-        known: bytes | None = self.get(key) if key.__class__ in (str, bytes) else None
-        if known is not None:
-            return known
+        memo = key.__class__ is str or key.__class__ is bytes
+        if memo:
+            known = self._known.get(key)
+            if known is not None:
+                return known
         wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
-        if key.__class__ in (str, bytes):
-            if len(self) >= self.most:
-                self.clear()
-            self[key] = wire
+        if memo:
+            if len(self._known) >= self.most:
+                self._known.clear()
+            self._known[key] = wire
         return wire

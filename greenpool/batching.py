@@ -143,8 +143,7 @@ class AutoBatcher:
         if not self._running and not self._pending:
             return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
-        wire = self._checked.get(key) if key.__class__ is str else None  # _check's memo
-        entry = self._join(wire or self._check(key), key, waiter, False)
+        entry = self._join(self._check(key), key, waiter, False)
         outcome = waiter.get()  # an interruption leaves: the chunk wakes no one then
         if outcome is not None:
             raise outcome

@@ -131,9 +131,7 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
     # -- placement -----------------------------------------------------------------
 
     def _get_client(self, key: Any) -> Any:
-        checked = self._checked
-        if key.__class__ is not str or checked.get(key) is None:
-            checked(key)  # pymemcache's check, remembered
+        self._checked(key)  # pymemcache's check, remembered: raises even with ignore_exc
         if self._dead_clients and _monotonic() >= self._next_revival:
             self._retry_dead()
         node = self.hasher.get_node(key)

@@ -15,6 +15,7 @@ from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.client.base import normalize_server_spec
 
 from greenpool import _socket
+from greenpool._checks import check_bool
 from greenpool.connection import Client
 
 __all__ = ["CLIENT_DEFAULTS", "client_factory", "client_settings", "cloner"]
@@ -111,8 +112,8 @@ def _check_options(options: dict[str, Any]) -> None:
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
     for name in _BOOLEAN_OPTIONS:
-        if name in options and not isinstance(options[name], bool):
-            raise TypeError(f"{name} must be a bool, not {type(options[name]).__name__}")
+        if name in options:
+            check_bool(name, options[name])
     encoding = options.get("encoding", "ascii")
     try:
         codecs.lookup(encoding)

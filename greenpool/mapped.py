@@ -58,6 +58,13 @@ class _Mapping(Generic[C]):
         self.gone: weakref.ref[Any] | None = None  # a raw greenlet's death hook
         self.returned = False  # handed back to the pool: never again
 
+    def hand_back(self, pool: ClientPool[C], reason: str | None) -> None:
+        """Give the client back to *pool* (discarded for *reason*, if any): once,
+        whichever of the greenlet's end, relinquish() or a late block exit comes first."""
+        if not self.returned:
+            self.returned = True
+            pool.take_back(self.entry, reason=reason)
+
 
 class MappedReservation(Generic[C]):
     """The context manager :meth:`GreenletMappedPool.reserve` returns.
@@ -248,9 +255,7 @@ class GreenletMappedPool(Generic[C]):
                 unlink(self._on_finished)
         # else: mapped before a fork, and forgotten since; take_back closes it.
         mapping.gone = None
-        if not mapping.returned:
-            mapping.returned = True
-            self._pool.take_back(mapping.entry, reason=mapping.broken)
+        mapping.hand_back(self._pool, mapping.broken)
 
     def _greenlet_finished(self, greenlet: Any) -> None:
         """The rawlink of a gevent Greenlet. It runs in the hub: never blocks or raises."""
@@ -279,11 +284,8 @@ class GreenletMappedPool(Generic[C]):
         # generator suspended inside it), its client may still be used there:
         # never lend it again. Its later exit finds it returned already.
         broken = mapping.broken or ("interrupted" if mapping.depth else None)
-        if mapping.returned:
-            return
-        mapping.returned = True
         try:
-            self._pool.take_back(mapping.entry, reason=broken)
+            mapping.hand_back(self._pool, broken)
         except Exception:
             log.exception("pool %r: handing back %r failed", self._pool.name, mapping.entry.client)
 
