@@ -22,7 +22,7 @@ from greenpool import _fork
 from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
 
-__all__ = ["OneServerClient", "cluster_client", "shared_client"]
+__all__ = ["OneServerClient", "SharedCluster", "cluster_client", "shared_client"]
 
 # The OS thread's own storage, even under monkey-patching (where threading.local
 # is per greenlet). A thread's clients go with the thread.
@@ -112,3 +112,24 @@ def cluster_client(servers: Iterable[Any], options: Mapping[str, Any]) -> HashCl
         raise ValueError("servers must name at least one memcached server, got none")
     client_class = OneServerClient if len(servers) == 1 else HashClient
     return client_class(servers, **options)
+
+
+class SharedCluster:
+    """What a framework backend holds: the settings of its client, and the key
+    under which every backend with the same settings shares one per process and
+    thread. :meth:`client` returns that client, made the first time."""
+
+    __slots__ = ("_key", "options", "servers")
+
+    def __init__(self, servers: Iterable[Any], options: Mapping[str, Any]) -> None:
+        self.servers = list(servers)
+        self.options = options
+        self._key: Hashable = (tuple(self.servers), frozen(options))
+
+    def client(self) -> HashClient:
+        """This process's and thread's client for these servers and options."""
+        client: HashClient = shared_client(self._key, self._make)
+        return client
+
+    def _make(self) -> HashClient:
+        return cluster_client(self.servers, self.options)

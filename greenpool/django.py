@@ -24,7 +24,7 @@ Importing this module imports Django; ``import greenpool`` does not.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pymemcache
@@ -32,7 +32,7 @@ import pymemcache.exceptions
 import pymemcache.serde
 from django.core.cache.backends.memcached import BaseMemcachedCache
 
-from greenpool._shared import OneServerClient, cluster_client, frozen, shared_client
+from greenpool._shared import OneServerClient, SharedCluster
 from greenpool.cluster import HashClient
 
 __all__ = ["MemcachedCache"]
@@ -73,17 +73,13 @@ class MemcachedCache(BaseMemcachedCache):  # type: ignore[misc]
         super().__init__(server, params, library=pymemcache, value_not_found_exception=KeyError)
         self._options = {**DJANGO_DEFAULTS, **self._options}
         self._class = OneServerClient if len(self._servers) == 1 else HashClient
-        self._client_key: Hashable = (tuple(self._servers), frozen(self._options))
+        self._shared = SharedCluster(self.client_servers, self._options)
         self._cache  # noqa: B018 (build it now: bad OPTIONS fail here, not at a request)
 
     @property
     def _cache(self) -> HashClient:
         """This process's and thread's client for these servers and options."""
-        client: HashClient = shared_client(self._client_key, self._make_client)
-        return client
-
-    def _make_client(self) -> HashClient:
-        return cluster_client(self.client_servers, self._options)
+        return self._shared.client()
 
     def close(self, **kwargs: Any) -> None:
         """Keep the pooled connections (Django calls this when each request ends).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pymemcache.serde
@@ -33,7 +33,7 @@ from flask_caching.backends.base import BaseCache
 from flask_caching.backends.memcache import MemcachedCache as FlaskMemcachedCache
 from pymemcache.exceptions import MemcacheClientError
 
-from greenpool._shared import cluster_client, frozen, shared_client
+from greenpool._shared import SharedCluster
 from greenpool.cluster import HashClient
 
 __all__ = ["MemcachedCache"]
@@ -105,7 +105,7 @@ class MemcachedCache(FlaskMemcachedCache):
         self.check_connection = check_connection
         self.servers = _server_list(servers)
         self.options = {**FLASK_DEFAULTS, **options}
-        self._client_key: Hashable = (tuple(self.servers), frozen(self.options))
+        self._shared = SharedCluster(self.servers, self.options)
         client = self.client  # built now: bad options fail here, not at a request
         if check_connection:
             try:
@@ -126,11 +126,7 @@ class MemcachedCache(FlaskMemcachedCache):
     @property
     def client(self) -> HashClient:
         """This process's and thread's client for these servers and options."""
-        client: HashClient = shared_client(self._client_key, self._make_client)
-        return client
-
-    def _make_client(self) -> HashClient:
-        return cluster_client(self.servers, self.options)
+        return self._shared.client()
 
     @contextlib.contextmanager
     def _client_context(self) -> Iterator[HashClient]:  # cachelib's methods use this
