@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import benchmarks
 from benchmarks import report, servers, wsgi_load
@@ -99,12 +99,16 @@ def run(plan: Plan) -> dict[str, Any]:
     }
     with ExitStack() as stack:
         memcached = {
-            "default": stack.enter_context(_running(servers.DEFAULT_CONNECTIONS)),
-            "raised": stack.enter_context(_running(raised)),
+            "default": stack.enter_context(
+                _stopped_after(servers.start(servers.DEFAULT_CONNECTIONS))
+            ),
+            "raised": stack.enter_context(_stopped_after(servers.start(raised))),
         }
         cluster = None
         if "cluster" in plan.only:
-            cluster = stack.enter_context(_cluster(servers.DEFAULT_CONNECTIONS))
+            cluster = stack.enter_context(
+                _stopped_after(servers.start_cluster(servers.DEFAULT_CONNECTIONS))
+            )
             memcached["cluster"] = cluster.servers[0]
         workers = {kind: stack.enter_context(_worker(kind)) for kind in ("gevent", "asyncio")}
         address = memcached["default"].address
@@ -144,22 +148,20 @@ def run(plan: Plan) -> dict[str, Any]:
     return results
 
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
 @contextmanager
-def _running(connections: int) -> Iterator[servers.MemcachedServer]:
-    server = servers.start(connections)
+def _stopped_after(server: S) -> Iterator[S]:
+    """*server* (a memcached, or the cluster) for the block, stopped after it."""
     try:
         yield server
     finally:
         server.stop()
-
-
-@contextmanager
-def _cluster(connections: int) -> Iterator[servers.Cluster]:
-    cluster = servers.start_cluster(connections)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @contextmanager

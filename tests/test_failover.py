@@ -95,6 +95,14 @@ def _bounce(server: MemcachedServer, load: Load, down_for: float) -> None:
     server.start()
 
 
+def _bounce_twice(cluster: HashClient, server: MemcachedServer, load: Load) -> None:
+    """Stop and restart *server* twice under *load*, then wait until it is back in
+    the ring."""
+    for _ in range(2):
+        _bounce(server, load, down_for=0.5)
+    wait_until(lambda: _name(server) in cluster.hasher.nodes, "the server is back")
+
+
 @pytest.mark.parametrize("retry_attempts", [2, 1000], ids=["marked-dead", "retried"])
 def test_no_failover_race_reaches_the_application_when_a_server_restarts(
     servers: list[MemcachedServer], key: Key, retry_attempts: int
@@ -112,9 +120,7 @@ def test_no_failover_race_reaches_the_application_when_a_server_restarts(
     )  # fmt: skip
     load = Load(cluster, key)
     try:
-        for _ in range(2):
-            _bounce(servers[0], load, down_for=0.5)
-        wait_until(lambda: _name(servers[0]) in cluster.hasher.nodes, "the server is back")
+        _bounce_twice(cluster, servers[0], load)
         served = load.done
         wait_until(lambda: load.done > served + 200, "the load ran after the restart")
     finally:
@@ -134,9 +140,7 @@ def test_with_ignore_exc_nothing_reaches_the_application_when_a_server_restarts(
     )  # fmt: skip
     load = Load(cluster, key)
     try:
-        for _ in range(2):
-            _bounce(servers[0], load, down_for=0.5)
-        wait_until(lambda: _name(servers[0]) in cluster.hasher.nodes, "the server is back")
+        _bounce_twice(cluster, servers[0], load)
     finally:
         load.stop()
     assert dict(load.raised) == {}
