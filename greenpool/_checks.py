@@ -8,9 +8,9 @@ is an ``int`` in Python, but never a pool size or a number of seconds.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-from pymemcache.client.base import check_key_helper
 from pymemcache.exceptions import MemcacheIllegalInputError
 
 
@@ -79,12 +79,84 @@ def check_memcached_integer(name: str, value: Any) -> None:
         )
 
 
+#: The longest key memcached takes, in bytes, prefix included.
+MAX_KEY_LENGTH = 250
+# The bytes memcached's text protocol cannot carry in a key: its tokenizer splits
+# a command line at a space and ends it at a line end; the other control bytes
+# and DEL are refused as well, as nothing legitimate puts them in a key.
+_FORBIDDEN = re.compile(rb"[\x00-\x20\x7f]").search
+
+
+def check_key(key: Any, allow_unicode_keys: bool, key_prefix: bytes = b"") -> bytes:
+    """Return *key* as memcached will read it: encoded, after *key_prefix*.
+
+    The rule is memcached's own: 1 to 250 bytes, none of them a space, a line
+    end or another control byte (``\\x00`` to ``\\x20``, and DEL). A ``str`` key
+    is ASCII, or UTF-8 with *allow_unicode_keys* (pymemcache's rule); a
+    ``bytes`` key is taken as it is.
+
+    :raises TypeError: *key* is neither ``str`` nor ``bytes``.
+    :raises MemcacheIllegalInputError: naming the key, for any other key (with
+        pymemcache's message where its own check refuses the key too): sent,
+        memcached would split the command line and run the rest of it (and a
+        storage command's data) as commands of their own.
+    """
+    if isinstance(key, str):
+        try:
+            raw = key.encode("utf8" if allow_unicode_keys else "ascii")
+        except UnicodeEncodeError:
+            raise MemcacheIllegalInputError(f"Non-ASCII key: {key!r}") from None
+    elif isinstance(key, (bytes, bytearray)):
+        raw = bytes(key)
+    else:
+        raise TypeError(f"key must be str or bytes, not {type(key).__name__}: {key!r}")
+    wire = key_prefix + raw if key_prefix else raw
+    if not 0 < len(wire) <= MAX_KEY_LENGTH or _FORBIDDEN(wire) is not None:
+        raise MemcacheIllegalInputError(_why_not(wire))
+    return wire
+
+
+def _why_not(wire: bytes) -> str:
+    """pymemcache's message where its check refuses the key too, else one like it."""
+    if not wire:
+        return f"Key is empty: {wire!r}"
+    if len(wire) > MAX_KEY_LENGTH:
+        return f"Key is too long: {wire!r}"
+    if wire.split() != [wire]:
+        return f"Key contains whitespace: {wire!r}"
+    if b"\x00" in wire:
+        return f"Key contains null: {wire!r}"
+    return f"Key contains a control character: {wire!r}"
+
+
+def check_key_prefix(prefix: Any, name: str = "key_prefix") -> bytes:
+    """Return *prefix* (``str`` as ASCII, or ``bytes``) if a key may follow it.
+
+    :raises TypeError: it is neither ``str`` nor ``bytes``.
+    :raises MemcacheIllegalInputError: naming *name*, if it holds a byte no key
+        may hold, or leaves no room for a key within 250 bytes.
+    """
+    if isinstance(prefix, str):
+        try:
+            prefix = prefix.encode("ascii")
+        except UnicodeEncodeError:
+            raise MemcacheIllegalInputError(f"{name} must be ASCII, got {prefix!r}") from None
+    if not isinstance(prefix, bytes):
+        raise TypeError(f"{name} must be bytes or str, not {type(prefix).__name__}")
+    if len(prefix) >= MAX_KEY_LENGTH or _FORBIDDEN(prefix) is not None:
+        raise MemcacheIllegalInputError(
+            f"{name} {prefix!r} cannot start a memcached key: keys are 1 to "
+            f"{MAX_KEY_LENGTH} bytes, prefix included, with no space or control byte"
+        )
+    return prefix
+
+
 class CheckedKeys:
-    """pymemcache's key check (``check_key_helper``) with *key_prefix* and
-    *allow_unicode_keys*, remembered: ``checked(key)`` returns the key as sent,
-    or raises ``MemcacheIllegalInputError``. The check is a pure function of a
-    ``str`` or ``bytes`` key, so up to *most* of those are kept (forgotten all at
-    once beyond)."""
+    """:func:`check_key` with *key_prefix* and *allow_unicode_keys*, remembered:
+    ``checked(key)`` returns the key as sent, or raises
+    ``MemcacheIllegalInputError``. The check is a pure function of a ``str`` or
+    ``bytes`` key, so up to *most* of those are kept (forgotten all at once
+    beyond)."""
 
     __slots__ = ("_known", "allow_unicode_keys", "key_prefix", "most")
 
@@ -100,7 +172,7 @@ class CheckedKeys:
             known = self._known.get(key)
             if known is not None:
                 return known
-        wire: bytes = check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        wire = check_key(key, self.allow_unicode_keys, self.key_prefix)
         if memo:
             if len(self._known) >= self.most:
                 self._known.clear()

@@ -16,9 +16,9 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from gevent.monkey import get_original
-from pymemcache.client.base import check_key_helper
 
 from greenpool import _fork
+from greenpool._checks import check_key
 from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
 
@@ -96,7 +96,7 @@ class OneServerClient(HashClient):
     """
 
     def _get_client(self, key: Any) -> PooledClient:
-        check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
+        check_key(key, self.allow_unicode_keys, self.key_prefix)
         (client,) = self.clients.values()
         return client  # type: ignore[no-any-return]
 

@@ -34,7 +34,7 @@ from gevent.monkey import get_original
 
 from greenpool import _fork
 from greenpool._batch import MISS, Call, Caller, Key, answered, chunks, collect, fetch
-from greenpool._checks import CheckedKeys, check_bool, check_size
+from greenpool._checks import CheckedKeys, check_bool, check_key_prefix, check_size
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
 
@@ -101,10 +101,7 @@ class AutoBatcher:
     ) -> None:
         if not isinstance(pool, ClientPool):
             raise TypeError(f"pool must be a greenpool ClientPool, not {type(pool).__name__}")
-        if isinstance(key_prefix, str):
-            key_prefix = key_prefix.encode("ascii")
-        if not isinstance(key_prefix, bytes):
-            raise TypeError(f"key_prefix must be bytes or str, not {type(key_prefix).__name__}")
+        key_prefix = check_key_prefix(key_prefix)
         check_bool("allow_unicode_keys", allow_unicode_keys)
         self.pool = pool
         self.max_keys = check_size("max_keys", max_keys)

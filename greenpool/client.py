@@ -1,6 +1,6 @@
 """PooledClient: pymemcache's ``PooledClient`` API, each command on a reserved client.
 
-Every command method is generated from ``pymemcache.client.base.Client``'s own
+Every command method is generated from :class:`greenpool.Client`'s own
 (:func:`_command`): it reserves a client from a :class:`~greenpool.ClientPool`
 for exactly one command, so an interrupted command costs its client and never
 leaves a reply behind for another caller. One reservation per call, and no
@@ -13,10 +13,9 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pymemcache.client.base import Client, check_key_helper
-
-from greenpool._checks import check_bool, check_seconds, check_size
+from greenpool._checks import check_bool, check_key, check_seconds, check_size
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
+from greenpool.connection import Client
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
@@ -253,10 +252,7 @@ class PooledClient:
 
     def check_key(self, key: Any) -> bytes:
         """Check *key* and return it encoded, with the key prefix (as pymemcache does)."""
-        checked: bytes = check_key_helper(
-            key, allow_unicode_keys=self.allow_unicode_keys, key_prefix=self.key_prefix
-        )
-        return checked
+        return check_key(key, self.allow_unicode_keys, self.key_prefix)
 
     def close(self) -> None:
         """Close the connections of idle clients; later commands reconnect.

@@ -50,7 +50,7 @@ from pymemcache.client.base import (
 from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
 
-from greenpool._checks import check_memcached_integer
+from greenpool._checks import check_key, check_key_prefix, check_memcached_integer
 from greenpool._reply import Value, fits, read_values
 
 __all__ = ["Client"]
@@ -72,6 +72,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        check_key_prefix(self.key_prefix)
         #: Whether a command is running: sent, its reply not yet read to its end.
         self.busy = False
         #: The type of the exception that cut the last unfinished command off
@@ -113,7 +114,11 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             return True
         return bool(poller.poll(0))
 
-    # -- integers ------------------------------------------------------------------
+    # -- what goes on a command line: keys and integers ------------------------------
+
+    def check_key(self, key: Any, key_prefix: bytes) -> bytes:
+        """*key* as sent, checked as memcached parses it (:func:`greenpool._checks.check_key`)."""
+        return check_key(key, self.allow_unicode_keys, key_prefix)
 
     def _check_integer(self, value: Any, name: str) -> bytes:
         """An ``int`` (not a ``bool``) within memcached's range for *name*, encoded."""
@@ -319,6 +324,10 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         end_tokens: Optional[bytes] = None,
     ) -> list[bytes]:
         cmds = list(cmds)
+        if end_tokens and any(b"\r" in cmd[:-2] or b"\n" in cmd[:-2] for cmd in cmds):
+            raise MemcacheIllegalInputError(
+                f"a raw command is one line, without \\r or \\n: {cmds[0][:60]!r}"
+            )
 
         def read(sock: Any) -> tuple[list[bytes], bytes]:
             results: list[bytes] = []
