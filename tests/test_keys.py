@@ -88,7 +88,7 @@ def test_a_key_memcached_would_split_is_refused_before_anything_is_sent(
     not one byte reaches the server, and the cache keeps what it held."""
     mc = PooledClient(proxy.address)
     sent = proxy.sent
-    with pytest.raises(MemcacheIllegalInputError, match="[Kk]ey"):
+    with pytest.raises(MemcacheIllegalInputError, match=r"[Kk]ey"):
         COMMANDS[command](mc, bad)
     assert proxy.sent == sent
     sentinels()
