@@ -29,7 +29,7 @@ _poll = get_original("select", "poll")  # poll(2) itself: a zero timeout never b
 class Entry(Generic[C]):
     """A pooled client and its history."""
 
-    __slots__ = ("client", "epoch", "expires", "leak", "probe", "since", "tracked")
+    __slots__ = ("client", "epoch", "expires", "leak", "lender", "probe", "since", "tracked")
 
     def __init__(self, client: C, epoch: int, expires: float) -> None:
         self.client = client
@@ -41,6 +41,8 @@ class Entry(Generic[C]):
         self.since = 0.0
         #: The leak-warning timer while it is lent, if leak_warning_after is set.
         self.leak: Optional[Any] = None
+        #: The pool that lent it, while it is lent.
+        self.lender: Optional[object] = None
         #: Whether the client keeps its connection's state itself (greenpool.Client).
         self.tracked = isinstance(client, Client)
         #: Checks, with no round trip, whether the idle connection has been

@@ -16,9 +16,14 @@ from typing import Optional
 
 from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownError
 
-__all__ = ["RECV_SIZE", "Value", "fits", "read_values"]
+__all__ = ["MAX_VALUE_SIZE", "RECV_SIZE", "Value", "fits", "read_values", "value_header"]
 
 RECV_SIZE = 65536
+#: The largest value a reply may announce: memcached's item size limit is set
+#: by ``-I`` (1 MiB by default), and a size past 1 GiB is a protocol error.
+MAX_VALUE_SIZE = 1 << 30
+_FLAGS_MAX = 2**32 - 1
+_CAS_DIGITS = 20  # 2**64 - 1
 
 #: A value of a get reply, by its key as sent: (flags, data, cas token or None).
 Value = tuple[int, bytes, Optional[bytes]]
@@ -48,16 +53,36 @@ def read_values(recv: Callable[[int], bytes], cas: bool) -> tuple[dict[bytes, Va
             continue
         if not buf.startswith(b"VALUE ", pos):
             return values, buf[pos:eol], buf[eol + 2 :]
-        fields = buf[pos + 6 : eol].split()
+        key, flags, size, token = value_header(buf[pos:eol], cas)
         start = eol + 2
-        end = start + int(fields[2])
+        end = start + size
         if len(buf) < end + 2:  # the data is not all here: read the rest at once
             buf = _at_least(recv, buf[start:], end + 2 - start)
             start, end = 0, end - start
         if buf[end : end + 2] != b"\r\n":
-            raise MemcacheUnknownError(f"a value does not end where its size says: {fields!r}")
-        values[fields[0]] = (int(fields[1]), buf[start:end], fields[3] if cas else None)
+            raise MemcacheUnknownError(f"a value does not end where its size says: {key!r}")
+        values[key] = (flags, buf[start:end], token)
         pos = end + 2
+
+
+def value_header(line: bytes, cas: bool) -> tuple[bytes, int, int, Optional[bytes]]:
+    """The key, flags, size and (with *cas*) cas token of a ``VALUE`` *line*.
+
+    :raises MemcacheUnknownError: naming the line, unless it has exactly the
+        fields of a get (or, with *cas*, gets) reply, each a number in its range:
+        flags below 2**32, a size of at most :data:`MAX_VALUE_SIZE`.
+    """
+    fields = line.split()
+    if (
+        len(fields) == (5 if cas else 4)
+        and fields[2].isdigit()
+        and fields[3].isdigit()
+        and (not cas or (fields[4].isdigit() and len(fields[4]) <= _CAS_DIGITS))
+    ):
+        flags, size = int(fields[2]), int(fields[3])
+        if flags <= _FLAGS_MAX and size <= MAX_VALUE_SIZE:
+            return fields[1], flags, size, fields[4] if cas else None
+    raise MemcacheUnknownError(f"a VALUE line that does not parse: {line[:80]!r}")
 
 
 def _received(recv: Callable[[int], bytes], size: int) -> bytes:
@@ -84,8 +109,8 @@ def fits(cmd_name: bytes, line: bytes) -> bool:
     expected = _MISC_REPLIES.get(cmd_name)
     if expected is not None:
         return line in expected
-    if cmd_name in (b"incr", b"decr"):
-        return line.isdigit() or line == b"NOT_FOUND"
+    if cmd_name in (b"incr", b"decr"):  # a 64-bit number
+        return (line.isdigit() and len(line) <= _CAS_DIGITS) or line == b"NOT_FOUND"
     if cmd_name == b"version":
         return line.startswith(b"VERSION ")
     return not line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))

@@ -181,9 +181,9 @@ class AutoBatcher:
     def _many(self, keys: Iterable[Any], cas: bool) -> dict[Any, Any]:
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
+        keys = list(keys)  # iterated twice, as pymemcache does, so no generator
         if not keys:
             return {}
-        keys = list(keys)  # iterated twice, as pymemcache does, so no generator
         self._asked += len(keys)
         if not self._running and not self._pending:  # pymemcache sends a repeated key again
             found: dict[Any, Any] = self._alone(len(keys), "gets_many" if cas else "get_many", keys)
@@ -314,7 +314,8 @@ class AutoBatcher:
     # -- owner: thread and process ---------------------------------------------------------
 
     def _adopt(self) -> None:
-        """Bind to this thread's hub on first use; after a fork, start empty."""
+        """Bind to this thread's hub on first use, if the pool belongs to it (or to
+        no thread yet); after a fork, start empty."""
         if self._epoch != _fork.epoch:
             self._epoch = _fork.epoch
             self._thread = None
@@ -329,6 +330,7 @@ class AutoBatcher:
                 get_hub().loop.run_callback(self._wake, ready, forked, -1)
         ident = _thread_ident()
         if self._thread is None:
+            self.pool.claim()  # PoolError if the pool belongs to another thread
             self._thread = ident
             self._hub = get_hub()
         elif self._thread != ident:

@@ -51,7 +51,7 @@ from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
 
 from greenpool._checks import check_key, check_key_prefix, check_memcached_integer
-from greenpool._reply import Value, fits, read_values
+from greenpool._reply import Value, fits, read_values, value_header
 
 __all__ = ["Client"]
 
@@ -233,6 +233,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                 if line == b"END" or line == b"OK":
                     return result, buf
                 if line.startswith(b"VALUE"):
+                    value_header(line, expect_cas)  # checked before the subclass reads on
                     key, value, buf = self._extract_value(
                         expect_cas, line, buf, remapped_keys, prefixed_keys
                     )

@@ -72,7 +72,8 @@ class MemcachedCache(FlaskMemcachedCache):
     30 days expire at that absolute time. ``inc`` and ``dec`` add to the value
     or to 0 and reset the key's timeout to the default, as cachelib's do, but
     atomically: ``inc`` with memcached's ``incr`` where the value is a
-    non-negative integer (a string of digits too, as memcached sees it), else
+    non-negative integer (a string of digits too, as memcached sees it) and the
+    sum stays below 2**64 (where memcached's ``incr`` wraps to 0), else
     both with ``gets`` then ``cas``, tried up to 100 times while other writers
     get there first (then ``None``, as cachelib's when its ``set`` fails).
     """
@@ -142,7 +143,10 @@ class MemcachedCache(FlaskMemcachedCache):
 
         memcached's ``incr``, or ``add`` when the key is missing, then ``incr``
         again if another greenlet added it first: each try but the last is lost
-        only to a concurrent delete, never to a concurrent increment."""
+        only to a concurrent delete, never to a concurrent increment. Past
+        2**64 - 1, where memcached's ``incr`` wraps to 0, the sum is cachelib's
+        (a Python int): the wrapped ``incr`` is undone and the value stored with
+        ``cas``; readers may see the wrapped value for that moment."""
         if delta >= 0:
             normalized = self._normalize_key(key)
             timeout = self._normalize_timeout(None)
@@ -152,6 +156,9 @@ class MemcachedCache(FlaskMemcachedCache):
                     new: int | None = client.incr(normalized, delta)
                 except MemcacheClientError:  # not a number memcached can add to: see _add
                     break
+                if new is not None and new < delta:  # memcached wrapped past 2**64 - 1:
+                    client.incr(normalized, 2**64 - delta)  # undo it, modulo 2**64
+                    break  # and add in Python, as cachelib does
                 if new is not None:
                     client.touch(normalized, timeout)  # as cachelib's set
                     return new

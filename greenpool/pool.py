@@ -287,6 +287,17 @@ class ClientPool(Generic[C]):
         for entry in self._slots.drain():
             self._discard(entry, "closed")
 
+    def claim(self) -> None:
+        """Make the pool belong to this OS thread, unless it belongs to another.
+
+        Reserving does this too; a layer over the pool (an
+        :class:`~greenpool.AutoBatcher`) calls it before it binds to a thread.
+
+        :raises PoolError: the pool belongs to another thread.
+        :raises PoolClosed: the pool is closed.
+        """
+        self._check_usable()
+
     def __enter__(self) -> ClientPool[C]:
         return self
 
@@ -337,6 +348,7 @@ class ClientPool(Generic[C]):
             self._reconnect(entry)
         self._counts.reserves += 1
         entry.since = now
+        entry.lender = self
         if self._leaks is not None:
             self._leaks.watch(entry)
         return entry
@@ -385,7 +397,17 @@ class ClientPool(Generic[C]):
     ) -> None:
         """Take back a lent *entry*, whose use ended by *exc_type* (``None``:
         normally). Its client is discarded if it is spoiled (see
-        :func:`greenpool._entry.spoiled`), or for *reason* if one is given."""
+        :func:`greenpool._entry.spoiled`), or for *reason* if one is given.
+
+        :raises PoolError: *entry* is not lent by this pool now (taken back
+            already, or another pool's); nothing changes.
+        """
+        if entry.lender is not self:
+            raise PoolError(
+                f"pool {self.name!r} cannot take back an entry it has not lent "
+                f"(taken back already, or another pool's): {entry.client!r}"
+            )
+        entry.lender = None
         now = _monotonic()
         self._counts.usage_s += now - entry.since
         entry.since = now

@@ -178,3 +178,25 @@ def test_pool_settings_of_cachelib_map_to_greenpools(memcached: MemcachedServer)
     cache = flask_cache([memcached], CACHE_OPTIONS={"pool_size": 3, "pool_blocking": False})
     (pooled,) = cache.client.clients.values()
     assert (pooled.max_pool_size, pooled.pool_timeout) == (3, 0)
+
+
+def test_inc_and_dec_at_the_64_bit_edge_give_what_cachelibs_backend_gives(
+    memcached: MemcachedServer, key: Key
+) -> None:
+    """cachelib adds in Python, so inc past 2**64 - 1 goes on to 2**64 where memcached's
+    incr would wrap to 0; greenpool's inc gives cachelib's numbers (its own stock
+    backend on python-memcached, run beside it) and stores them."""
+    import cachelib
+
+    ours = flask_cache([memcached], CACHE_KEY_PREFIX=key("ours-"))
+    stock = cachelib.MemcachedCache(
+        [f"{memcached.host}:{memcached.port}"], key_prefix=key("stock-")
+    )
+    steps: list[tuple[str, int]] = [
+        ("inc", 1), ("inc", 1), ("dec", 2), ("dec", 2**64), ("inc", 2**65), ("inc", -3),
+    ]  # fmt: skip
+    for backend in (ours, stock):
+        backend.set("n", 2**64 - 1)
+    for method, delta in steps:
+        assert getattr(ours, method)("n", delta) == getattr(stock, method)("n", delta), method
+        assert ours.get("n") == stock.get("n")
