@@ -40,7 +40,7 @@ Caller = Union[Call, Waiter]
 class Key:
     """A key of the pending batch, asked for by one or more callers."""
 
-    __slots__ = ("calls", "cas", "item", "key", "serde", "wire")
+    __slots__ = ("calls", "cas", "error", "item", "key", "serde", "wire")
 
     def __init__(self, wire: bytes, key: Any, cas: bool, call: Caller) -> None:
         self.wire = wire  # the key as sent
@@ -51,6 +51,7 @@ class Key:
         # (value, cas) from gets; raw, as (bytes, flags), when serde is not None.
         self.item: Any = MISS
         self.serde: Any = None
+        self.error: Optional[BaseException] = None  # this key's own, asked for alone
 
 
 class _Raw:
@@ -78,7 +79,7 @@ def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
         yield keys[start : start + size]
 
 
-def fetch(client: Any, chunk: list[Key], cas: bool) -> None:
+def fetch(client: Any, chunk: list[Key], cas: bool, each: bool = False) -> None:
     """Get *chunk*'s keys from *client* in one command, and record in each key's
     entry what was found (``item``) and the serde to decode it with, if any.
 
@@ -87,20 +88,28 @@ def fetch(client: Any, chunk: list[Key], cas: bool) -> None:
     record them raw and the serde, so that each caller decodes its own: a value
     that fails to decode then fails its own callers only (as unbatched), and two
     callers of one key never share a mutable object. A greenpool Client sends
-    the keys as they were checked and returns them undecoded (Client.fetch_raw).
+    the keys as they were checked and returns them undecoded (Client.fetch_raw);
+    with *each*, it asks for every key in a command of its own, all in one write
+    (Client.fetch_each), and records each key's own error.
     """
     serde = client.serde
     identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
     decoder = None if identity else serde
     if isinstance(client, Client):
-        raw = client.fetch_raw([entry.wire for entry in chunk], cas)
-        for entry in chunk:
-            got = raw.get(entry.wire)
-            if got is not None:
-                flags, data, token = got
+        wires = [entry.wire for entry in chunk]
+        if each:
+            outcomes = client.fetch_each(wires, cas)
+        else:
+            raw = client.fetch_raw(wires, cas)
+            outcomes = [raw.get(wire) for wire in wires]
+        for entry, got in zip(chunk, outcomes, strict=True):
+            if got.__class__ is tuple:
+                flags, data, token = got  # type: ignore[misc]
                 value = data if identity else (data, flags)
                 entry.item = (value, token) if cas else value
                 entry.serde = decoder
+            elif got is not None:
+                entry.error = got  # type: ignore[assignment]
         return
     get_many = client.gets_many if cas else client.get_many
     keys = [entry.key for entry in chunk]
@@ -117,25 +126,73 @@ def fetch(client: Any, chunk: list[Key], cas: bool) -> None:
         entry.serde = decoder
 
 
-def answered(entries: Iterable[Key], error: Optional[BaseException]) -> list[Waiter]:
+class Splitting:
+    """Whether a batch's chunks of several keys go out key by key (``each``).
+
+    A proxy answers a multi-key get with one ``SERVER_ERROR`` when the backend
+    of any of its keys is down (twemproxy then closes the connection), though
+    the other keys' backends would answer. After a chunk failed so, chunks go
+    key by key for *seconds* (1, doubling while it happens again, at most 30);
+    then one chunk, the probe, tries a multi-key get again, and its success
+    ends it.
+    """
+
+    __slots__ = ("probing", "seconds", "until")
+
+    FIRST = 1.0
+    LONGEST = 30.0
+
+    def __init__(self) -> None:
+        self.seconds = 0.0  # 0: multi-key gets
+        self.until = 0.0
+        self.probing = False
+
+    def each(self, now: float) -> Optional[bool]:
+        """Whether a chunk goes key by key (``True``), or tries a multi-key get:
+        ``False`` normally, ``None`` as the probe (report with :meth:`probed`)."""
+        if not self.seconds:
+            return False
+        if self.probing or now < self.until:
+            return True
+        self.probing = True
+        return None
+
+    def failed(self, now: float) -> None:
+        """A multi-key get failed whole: go key by key for a while."""
+        self.probing = False
+        self.seconds = min(max(self.FIRST, 2 * self.seconds), self.LONGEST)
+        self.until = now + self.seconds
+
+    def probed(self) -> None:
+        """The probe's multi-key get went through (or failed otherwise): back to
+        multi-key gets."""
+        self.probing = False
+        self.seconds = 0.0
+
+
+def answered(
+    entries: Iterable[Key], error: Optional[BaseException]
+) -> list[tuple[Waiter, Optional[BaseException]]]:
     """*entries* are answered (their items recorded by :func:`fetch`), or failed
-    with *error*: return the Waiters of the callers now answered, each once:
-    every single key's caller, and each ``get_many`` caller whose last key this
-    was or whose first error this is. A withdrawn ``get_many`` caller is left
-    out; a withdrawn single key's Waiter keeps what it is woken with, harmlessly."""
+    with their own error or else *error*: return the Waiters of the callers now
+    answered, each once, with what each raises (``None``: nothing): every single
+    key's caller, and each ``get_many`` caller whose last key this was or whose
+    first error this is. A withdrawn ``get_many`` caller is left out; a
+    withdrawn single key's Waiter keeps what it is woken with, harmlessly."""
     ready = []
     for entry in entries:
+        failed = entry.error or error
         for call in entry.calls:
             if call.__class__ is not Call:  # a single key's Waiter
-                ready.append(call)
+                ready.append((call, failed))
             elif not call.done:
-                if error is None:
+                if failed is None:
                     call.left -= 1
                     if call.left:
                         continue
                 call.done = True
-                ready.append(call.waiter)
-    return ready
+                ready.append((call.waiter, failed))  # type: ignore[union-attr]
+    return ready  # type: ignore[return-value]
 
 
 def collect(joined: list[tuple[Any, Key]], cas: bool) -> dict[Any, Any]:

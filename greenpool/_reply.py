@@ -37,13 +37,15 @@ _MISC_REPLIES = {
 }
 
 
-def read_values(recv: Callable[[int], bytes], cas: bool) -> tuple[dict[bytes, Value], bytes, bytes]:
-    """Read ``VALUE`` blocks from *recv* (a socket's) until a line that is not
-    one; return the values by key, in reply order, that line (``END``, or an
-    error line), and the bytes read past it. Malformed blocks raise, and so does
-    a closed connection (pymemcache's ``MemcacheUnexpectedCloseError``)."""
+def read_values(
+    recv: Callable[[int], bytes], cas: bool, buf: bytes = b""
+) -> tuple[dict[bytes, Value], bytes, bytes]:
+    """Read ``VALUE`` blocks from *buf* (bytes read already) then *recv* (a
+    socket's) until a line that is not one; return the values by key, in reply
+    order, that line (``END``, or an error line), and the bytes read past it.
+    Malformed blocks raise, and so does a closed connection (pymemcache's
+    ``MemcacheUnexpectedCloseError``)."""
     values: dict[bytes, Value] = {}
-    buf = b""
     pos = 0
     while True:
         eol = buf.find(b"\r\n", pos)

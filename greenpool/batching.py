@@ -25,16 +25,19 @@ batch are in :mod:`greenpool._batch`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Optional, TypedDict
 
 from gevent import get_hub, spawn_raw
 from gevent.hub import Waiter
 from gevent.monkey import get_original
+from pymemcache.exceptions import MemcacheServerError
 
 from greenpool import _fork
-from greenpool._batch import MISS, Call, Caller, Key, answered, chunks, collect, fetch
+from greenpool._batch import MISS, Call, Caller, Key, Splitting, answered, chunks, collect, fetch
 from greenpool._checks import CheckedKeys, check_bool, check_key_prefix, check_size
+from greenpool.connection import Client
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
 
@@ -46,6 +49,7 @@ DEFAULT_AUTOBATCH = True
 DEFAULT_MAX_KEYS = 128
 
 _thread_ident = get_original("_thread", "get_ident")
+_monotonic = time.monotonic
 
 
 class BatchStats(TypedDict):
@@ -57,6 +61,7 @@ class BatchStats(TypedDict):
     keys_asked: int
     keys_sent: int
     keys_per_batch: float
+    keys_retried: int
 
 
 class AutoBatcher:
@@ -115,6 +120,8 @@ class AutoBatcher:
         self._epoch = _fork.epoch
         self._hub: Any = None
         self._batches = self._alone_calls = self._commands = self._asked = self._sent = 0
+        self._retried = 0
+        self._splitting = Splitting()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.pool!r} max_keys={self.max_keys}>"
@@ -128,6 +135,7 @@ class AutoBatcher:
             keys_asked=self._asked,
             keys_sent=self._sent,
             keys_per_batch=self._sent / self._batches if self._batches else 0.0,
+            keys_retried=self._retried,
         )
 
     # -- the callers' side -------------------------------------------------------------
@@ -272,9 +280,7 @@ class AutoBatcher:
         interrupted: Optional[BaseException] = None
         error: Optional[BaseException] = None
         try:
-            with self.pool.reserve() as client:
-                self._check_client(client)
-                fetch(client, chunk, cas)
+            self._get(chunk, cas)
         except Exception as exc:
             error = exc
         except BaseException as exc:  # killed: no caller may see a GreenletExit
@@ -283,9 +289,35 @@ class AutoBatcher:
         if epoch != _fork.epoch:
             error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
         ready = answered(chunk, error)
-        self._hub.loop.run_callback(self._wake, ready, error, epoch)
+        self._hub.loop.run_callback(self._wake, ready, epoch)
         if interrupted is not None:
             raise interrupted
+
+    def _get(self, chunk: list[Key], cas: bool) -> None:
+        """Get *chunk*'s keys on a reserved client: in one multi-key get, or key by
+        key while a proxy fails multi-key gets whole (see _batch.Splitting). A
+        multi-key get that fails so is asked again key by key, once, so that each
+        caller gets what its own unbatched get would."""
+        splitting = self._splitting
+        each = len(chunk) > 1 and splitting.each(_monotonic())
+        retry = False
+        try:
+            with self.pool.reserve() as client:
+                self._check_client(client)
+                retry = each is not True and len(chunk) > 1 and isinstance(client, Client)
+                fetch(client, chunk, cas, each is True)
+        except MemcacheServerError:
+            if not retry:
+                raise
+            splitting.failed(_monotonic())
+        else:
+            return
+        finally:
+            if each is None and splitting.probing:  # the probe ended otherwise: done
+                splitting.probed()
+        self._retried += len(chunk)
+        with self.pool.reserve() as client:  # the one that failed was cut: another
+            fetch(client, chunk, cas, True)
 
     def _check_client(self, client: Any) -> None:
         """Keys were checked with the batcher's settings: the client's must match."""
@@ -299,14 +331,14 @@ class AutoBatcher:
                 f"key_prefix={self.key_prefix!r} and allow_unicode_keys={self.allow_unicode_keys}"
             )
 
-    def _wake(self, waiters: list[Waiter], error: Optional[BaseException], epoch: int) -> None:
-        """Wake a chunk's callers with its *error*, or None (a hub callback). Each
-        one woken sees the callers still to wake as running, so it batches with
-        them rather than go alone."""
+    def _wake(self, ready: list[tuple[Waiter, Optional[BaseException]]], epoch: int) -> None:
+        """Wake a chunk's callers, each with its error or None (a hub callback).
+        Each one woken sees the callers still to wake as running, so it batches
+        with them rather than go alone."""
         counted = epoch == _fork.epoch
         if counted:
-            self._running += len(waiters) - 1
-        for waiter in waiters:
+            self._running += len(ready) - 1
+        for waiter, error in ready:
             if counted:
                 self._running -= 1
             waiter.switch(error)
@@ -327,7 +359,7 @@ class AutoBatcher:
             )
             ready = answered(pending.values(), forked)
             if ready:
-                get_hub().loop.run_callback(self._wake, ready, forked, -1)
+                get_hub().loop.run_callback(self._wake, ready, -1)
         ident = _thread_ident()
         if self._thread is None:
             self.pool.claim()  # PoolError if the pool belongs to another thread

@@ -135,7 +135,13 @@ _BATCHED_READS = (
     ("gets_many", _nothing),
 )
 _NO_BATCHES = BatchStats(
-    batches=0, batches_alone=0, batch_commands=0, keys_asked=0, keys_sent=0, keys_per_batch=0.0
+    batches=0,
+    batches_alone=0,
+    batch_commands=0,
+    keys_asked=0,
+    keys_sent=0,
+    keys_per_batch=0.0,
+    keys_retried=0,
 )
 
 

@@ -60,6 +60,8 @@ _poll = get_original("select", "poll")
 _POLLIN = select.POLLIN
 _CAS_MAX = 2**64 - 1
 T = TypeVar("T")
+#: One key's outcome in :meth:`Client.fetch_each`: its value, None, or its error.
+Outcome = Union[Value, None, Exception]
 
 
 class Client(_PymemcacheClient):  # type: ignore[misc]
@@ -254,6 +256,44 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         prefixed already); return what memcached found, undecoded, by key:
         ``(flags, data, cas token or None)``. What the AutoBatcher sends."""
         return self._get(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
+
+    def fetch_each(self, wire_keys: list[bytes], cas: bool = False) -> list[Outcome]:
+        """A ``get`` (``gets`` with *cas*) of each of *wire_keys* (checked and
+        prefixed already), all in one write: each key's own outcome, in order:
+        its value (as :meth:`fetch_raw`'s), ``None`` for a miss, or the
+        ``MemcacheServerError`` its own command got. A proxy fails a multi-key
+        get whole when one of its backends is down; asked so, each key gets what
+        its backend gives. Any other failure cuts the connection and raises."""
+        name = b"gets" if cas else b"get"
+
+        def read(sock: Any) -> tuple[list[Outcome], bytes]:
+            outcomes: list[Outcome] = []
+            rest = b""
+            for wire in wire_keys:
+                values, line, rest = read_values(sock.recv, cas, rest)
+                if line == b"END" and len(values) <= 1:
+                    got = values.get(wire)
+                    if got is None and values:
+                        raise MemcacheUnknownError(
+                            f"a value for a key not asked for: {values!r:.60}"
+                        )
+                    outcomes.append(got)
+                elif line.startswith(b"SERVER_ERROR") and not values:
+                    outcomes.append(self._error_of(line, name))
+                else:
+                    self._error(line, name, rest, last=False)
+            return outcomes, rest
+
+        return self._exchange(b"".join(b"%b %b\r\n" % (name, wire) for wire in wire_keys), read)
+
+    def _error_of(self, line: bytes, name: bytes) -> Exception:
+        """The exception pymemcache raises for the error reply *line*."""
+        try:
+            self._raise_errors(line, name)
+        except Exception as exc:
+            return exc
+        unknown: Exception = MemcacheUnknownError(line[:32])
+        return unknown
 
     def _get(
         self, name: bytes, wire_keys: list[bytes], asked: Container[bytes], cas: bool

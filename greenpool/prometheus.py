@@ -66,6 +66,11 @@ _BATCH_COUNTERS = (
     ("greenpool_batch_commands", "get and gets commands that batches sent.", "batch_commands"),
     ("greenpool_batch_keys_asked", "Keys that callers asked batches for.", "keys_asked"),
     ("greenpool_batch_keys_sent", "Keys that batches sent to memcached.", "keys_sent"),
+    (
+        "greenpool_batch_keys_retried",
+        "Keys asked for again alone after a multi-key get failed whole.",
+        "keys_retried",
+    ),
 )
 
 
