@@ -3,9 +3,10 @@
 A pending batch maps each key, as sent, to a :class:`Key` listing its callers.
 A single key's caller waits on a bare gevent ``Waiter`` (its key is in one
 chunk, which wakes it once); a ``get_many`` caller waits on a :class:`Call`,
-which counts its keys still unanswered across chunks. :func:`fetch` runs one
-chunk's command on a reserved client, and :func:`answered` records its outcome
-and says whom to wake.
+which counts its keys still unanswered across chunks. :func:`exchange` is one
+chunk's command, :func:`record` puts what it found in its keys' entries
+(:func:`fetch` does both on a reserved client), and :func:`answered` says whom
+to wake, and with what. :class:`Splitting` says when a chunk goes key by key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Optional, Union
 from gevent.hub import Waiter
 from pymemcache.serde import LegacyWrappingSerde
 
-from greenpool.connection import Client
+from greenpool.connection import Client, Exchange
 
 #: What a key's *item* is while memcached has not returned it.
 MISS: Any = object()
@@ -79,38 +80,47 @@ def chunks(keys: list[Key], max_keys: int) -> Iterator[list[Key]]:
         yield keys[start : start + size]
 
 
-def fetch(client: Any, chunk: list[Key], cas: bool, each: bool = False) -> None:
-    """Get *chunk*'s keys from *client* in one command, and record in each key's
-    entry what was found (``item``) and the serde to decode it with, if any.
+def exchange(client: Client, chunk: list[Key], cas: bool, each: bool) -> Exchange[Any]:
+    """The command that gets *chunk*'s keys on a greenpool *client*, and its reply's
+    reader: one multi-key get (``Client.fetch_raw_op``), or with *each* a get per
+    key, all in one write (``Client.fetch_each_op``). :func:`record` takes its result."""
+    wires = [entry.wire for entry in chunk]
+    return client.fetch_each_op(wires, cas) if each else client.fetch_raw_op(wires, cas)
+
+
+def record(client: Client, chunk: list[Key], cas: bool, each: bool, got: Any) -> None:
+    """Record in each key's entry what :func:`exchange`'s command found (``item``)
+    and the serde to decode it with, if any; with *each*, each key's own error.
 
     With pymemcache's default serde, which returns the bytes memcached sent and
     cannot fail, record the values as they come, and no serde. With any other,
     record them raw and the serde, so that each caller decodes its own: a value
     that fails to decode then fails its own callers only (as unbatched), and two
-    callers of one key never share a mutable object. A greenpool Client sends
-    the keys as they were checked and returns them undecoded (Client.fetch_raw);
-    with *each*, it asks for every key in a command of its own, all in one write
-    (Client.fetch_each), and records each key's own error.
+    callers of one key never share a mutable object.
     """
     serde = client.serde
     identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
     decoder = None if identity else serde
+    outcomes = got if each else [got.get(entry.wire) for entry in chunk]
+    for entry, outcome in zip(chunk, outcomes, strict=True):
+        if outcome.__class__ is tuple:
+            flags, data, token = outcome
+            value = data if identity else (data, flags)
+            entry.item = (value, token) if cas else value
+            entry.serde = decoder
+        elif outcome is not None:
+            entry.error = outcome
+
+
+def fetch(client: Any, chunk: list[Key], cas: bool, each: bool = False) -> None:
+    """Get *chunk*'s keys from *client* in one command (see :func:`exchange`), and
+    :func:`record` what was found. A client that is not greenpool's gets them
+    with ``get_many`` (or ``gets_many``), raw when a serde decodes."""
     if isinstance(client, Client):
-        wires = [entry.wire for entry in chunk]
-        if each:
-            outcomes = client.fetch_each(wires, cas)
-        else:
-            raw = client.fetch_raw(wires, cas)
-            outcomes = [raw.get(wire) for wire in wires]
-        for entry, got in zip(chunk, outcomes, strict=True):
-            if got.__class__ is tuple:
-                flags, data, token = got  # type: ignore[misc]
-                value = data if identity else (data, flags)
-                entry.item = (value, token) if cas else value
-                entry.serde = decoder
-            elif got is not None:
-                entry.error = got  # type: ignore[assignment]
+        record(client, chunk, cas, each, client._exchange(*exchange(client, chunk, cas, each)))
         return
+    serde = client.serde
+    identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
     get_many = client.gets_many if cas else client.get_many
     keys = [entry.key for entry in chunk]
     if identity:
@@ -123,7 +133,7 @@ def fetch(client: Any, chunk: list[Key], cas: bool, each: bool = False) -> None:
             client.serde = serde
     for entry in chunk:
         entry.item = found.get(entry.key, MISS)
-        entry.serde = decoder
+        entry.serde = None if identity else serde
 
 
 class Splitting:

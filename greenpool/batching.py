@@ -1,44 +1,43 @@
-"""AutoBatcher: the gets of many greenlets in one hub loop iteration, sent as one multi-key get.
+"""AutoBatcher: what many greenlets ask in one hub loop iteration, sent together.
 
-The pattern is graphql's DataLoader (and emcache's autobatching): a caller's
-keys join the *pending* batch, and the first key of a batch schedules a hub
-callback, :meth:`AutoBatcher._flush`, which runs once the greenlets that the
-hub is running in this loop iteration have asked for theirs. The flush takes
-each key once, splits the keys into chunks of at most *max_keys*, and spawns a
-greenlet per chunk that reserves a pooled client like any other reservation
-(waiting in turn when none is free), sends one ``get``, and wakes the chunk's
-callers with their results, in one hub callback per chunk::
+The pattern is graphql's DataLoader (and emcache's autobatching, and ioredis's
+and rueidis's auto-pipelining): a caller's keys join the *pending* batch, and
+its other commands (sets, deletes, incrs, touches) the pending pipeline; the
+first of them schedules a hub callback, which runs once the greenlets that the
+hub is running in this loop iteration have asked for theirs. Then each key goes
+out once, in multi-key gets of at most *max_keys* keys, and the commands in
+order, each pipeline of them and of one get in one write on one reserved client
+(:mod:`greenpool._dispatch`)::
 
-    get(key) -> check the key (a bad one raises here, in its own caller)
-             -> alone? nothing pending, nothing in flight: the plain call, now
-             -> join the pending batch; its first key schedules _flush; wait
-    _flush (hub) -> dedup, chunks of max_keys -> a greenlet per chunk (_fetch)
-    _fetch -> pool.reserve() -> client.get_many(chunk) -> _wake its callers (hub)
+    get(key), set(...) -> checks (a bad key raises here, in its own caller)
+                       -> alone? nothing pending, nothing in flight: the plain call, now
+                       -> join what is pending; the first schedules the flush; wait
+    flush (hub) -> pipelines of commands and a chunk of keys, each on a client
+                -> each caller woken with its own outcome
 
 Callers never touch a socket while they wait, so a caller's ``gevent.Timeout``
-or kill withdraws only its own interest: the chunk goes on, and its client is
-put back, or discarded, by the reservation exactly as any other. A chunk's
-error (a socket timeout, a server gone, :class:`~greenpool.PoolTimeout`, a
-closed pool) reaches that chunk's callers and no one else. The parts of a
-batch are in :mod:`greenpool._batch`.
+or kill withdraws only its own interest: the pipeline goes on, and its client
+is put back, or discarded, by the reservation exactly as any other. A
+pipeline's failure (a socket timeout, a server gone, :class:`~greenpool.PoolTimeout`,
+a closed pool) reaches the callers whose replies it did not read, and no one
+else; a complete error reply (``SERVER_ERROR``) is its own command's. The
+parts of a batch are in :mod:`greenpool._batch`, a pipeline's reading in
+:mod:`greenpool._pipeline`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from typing import Any, Optional, TypedDict
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict, TypeVar
 
-from gevent import get_hub, spawn_raw
 from gevent.hub import Waiter
 from gevent.monkey import get_original
-from pymemcache.exceptions import MemcacheServerError
 
 from greenpool import _fork
-from greenpool._batch import MISS, Call, Caller, Key, Splitting, answered, chunks, collect, fetch
+from greenpool._batch import MISS, Call, Caller, Key, Splitting, collect
 from greenpool._checks import CheckedKeys, check_bool, check_key_prefix, check_size
-from greenpool.connection import Client
-from greenpool.errors import PoolError
+from greenpool._dispatch import Dispatch
+from greenpool._pipeline import Op
 from greenpool.pool import ClientPool
 
 __all__ = ["DEFAULT_AUTOBATCH", "DEFAULT_MAX_KEYS", "AutoBatcher", "BatchStats"]
@@ -49,7 +48,7 @@ DEFAULT_AUTOBATCH = True
 DEFAULT_MAX_KEYS = 128
 
 _thread_ident = get_original("_thread", "get_ident")
-_monotonic = time.monotonic
+T = TypeVar("T")
 
 
 class BatchStats(TypedDict):
@@ -62,10 +61,12 @@ class BatchStats(TypedDict):
     keys_sent: int
     keys_per_batch: float
     keys_retried: int
+    pipelines: int
+    commands_pipelined: int
 
 
-class AutoBatcher:
-    """Batch the gets of concurrent greenlets into multi-key gets on *pool*'s clients.
+class AutoBatcher(Dispatch):
+    """Batch the gets and pipeline the commands of concurrent greenlets on *pool*'s clients.
 
     *pool* is a :class:`~greenpool.ClientPool` of pymemcache clients.
     :meth:`get`, :meth:`gets`, :meth:`get_many` and :meth:`gets_many` take
@@ -76,7 +77,9 @@ class AutoBatcher:
     (waiting up to the pool's *timeout*, in turn). A get that finds nothing
     pending and nothing in flight is sent at once, as the plain call would be.
     *key_prefix* and *allow_unicode_keys* must be the clients' own: keys are
-    checked with them before they join a batch.
+    checked with them before they join a batch. :meth:`run` pipelines any other
+    command of a :class:`~greenpool.Client` (a :class:`~greenpool.PooledClient`
+    sends its writes so).
 
     >>> import gevent
     >>> pool = ClientPool(client_factory(memcached_address), maxsize=4)
@@ -92,8 +95,8 @@ class AutoBatcher:
     >>> batcher.stats()["keys_asked"]
     7
 
-    It belongs to the OS thread that first uses it, as the pool does, and
-    after a fork the child starts with nothing pending.
+    It belongs to the OS thread its pool belongs to, and after a fork the child
+    starts with nothing pending.
     """
 
     def __init__(
@@ -112,15 +115,17 @@ class AutoBatcher:
         self.max_keys = check_size("max_keys", max_keys)
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
-        self._pending: dict[bytes, Key] = {}
+        self._pending = {}
+        self._ops = []
+        self._scheduled = False  # a flush is due
         self._checked = CheckedKeys(key_prefix, allow_unicode_keys)
         self._cas = False  # a gets is pending
-        self._running = 0  # plain calls, chunks and callers still to wake
-        self._thread: Optional[int] = None
+        self._running = 0  # plain calls, pipelines and callers still to wake
+        self._thread = None
         self._epoch = _fork.epoch
-        self._hub: Any = None
+        self._hub = None
         self._batches = self._alone_calls = self._commands = self._asked = self._sent = 0
-        self._retried = 0
+        self._retried = self._pipelines = self._piped = 0
         self._splitting = Splitting()
 
     def __repr__(self) -> str:
@@ -136,6 +141,8 @@ class AutoBatcher:
             keys_sent=self._sent,
             keys_per_batch=self._sent / self._batches if self._batches else 0.0,
             keys_retried=self._retried,
+            pipelines=self._pipelines,
+            commands_pipelined=self._piped,
         )
 
     # -- the callers' side -------------------------------------------------------------
@@ -145,11 +152,11 @@ class AutoBatcher:
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
         self._asked += 1
-        if not self._running and not self._pending:
+        if not self._running and not self._scheduled:
             return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
         entry = self._join(self._check(key), key, waiter, False)
-        outcome = waiter.get()  # an interruption leaves: the chunk wakes no one then
+        outcome = waiter.get()  # an interruption leaves: the pipeline wakes no one then
         if outcome is not None:
             raise outcome
         item = entry.item
@@ -164,7 +171,7 @@ class AutoBatcher:
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
         self._asked += 1
-        if not self._running and not self._pending:
+        if not self._running and not self._scheduled:
             return self._alone(1, "gets", key, default, cas_default)  # type: ignore[no-any-return]
         waiter = Waiter(self._hub)
         entry = self._join(self._check(key), key, waiter, True)
@@ -186,6 +193,25 @@ class AutoBatcher:
         """pymemcache's ``Client.gets_many``: its keys join the batch."""
         return self._many(keys, True)
 
+    def run(self, cmd: bytes, read: Callable[[Any], tuple[T, bytes]], noreply: bool = False) -> T:
+        """Send *cmd*, a command a :class:`~greenpool.Client` built, in the pending
+        pipeline, and return what *read*, its reply's reader, makes of its reply
+        (as ``Client._exchange`` does for one command alone); a *noreply* command
+        returns once it is sent."""
+        if self._thread != _thread_ident() or self._epoch != _fork.epoch:
+            self._adopt()
+        if not self._running and not self._scheduled:
+            return self._alone(0, "_exchange", cmd, read)  # type: ignore[no-any-return]
+        op = Op(cmd, read, Waiter(self._hub), noreply)
+        if not self._scheduled:
+            self._schedule()
+        self._ops.append(op)
+        outcome = op.waiter.get()
+        if outcome is not None:
+            raise outcome
+        result: T = op.result
+        return result
+
     def _many(self, keys: Iterable[Any], cas: bool) -> dict[Any, Any]:
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
@@ -193,7 +219,7 @@ class AutoBatcher:
         if not keys:
             return {}
         self._asked += len(keys)
-        if not self._running and not self._pending:  # pymemcache sends a repeated key again
+        if not self._running and not self._scheduled:  # pymemcache sends a repeated key again
             found: dict[Any, Any] = self._alone(len(keys), "gets_many" if cas else "get_many", keys)
             return found
         wires = [self._check(key) for key in keys]  # all checked before any joins
@@ -211,19 +237,24 @@ class AutoBatcher:
         return collect(joined, cas)
 
     def _check(self, key: Any) -> bytes:
-        """The key as sent (pymemcache's check, with the clients' prefix), or raise
-        MemcacheIllegalInputError in the caller, before the key joins anything."""
+        """The key as sent (checked as memcached parses it, with the clients'
+        prefix), or raise MemcacheIllegalInputError in the caller, before the key
+        joins anything."""
         wire = self._checked(key)
         if key.__class__ is not str and key.__class__ is not bytes:
             hash(key)  # pymemcache names its results by the key: an unhashable one fails
         return wire
 
+    def _schedule(self) -> None:
+        self._scheduled = True
+        self._hub.loop.run_callback(self._flush)
+
     def _join(self, wire: bytes, key: Any, call: Caller, cas: bool) -> Key:
         pending = self._pending
         entry = pending.get(wire)
         if entry is None:
-            if not pending:
-                self._hub.loop.run_callback(self._flush)
+            if not self._scheduled:
+                self._schedule()
             entry = pending[wire] = Key(wire, key, cas, call)
         else:
             entry.calls.append(call)
@@ -240,7 +271,7 @@ class AutoBatcher:
         self._running += 1
         self._batches += 1
         self._alone_calls += 1
-        self._commands += 1
+        self._commands += keys > 0
         self._sent += keys
         try:
             with self.pool.reserve() as client:
@@ -248,125 +279,3 @@ class AutoBatcher:
         finally:
             if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running
                 self._running -= 1
-
-    # -- the hub's side and the chunks' ------------------------------------------------
-
-    def _flush(self) -> None:
-        """Send the pending batch (a hub callback): each key once, in chunks that
-        run in parallel, gets apart from gets (whose keys carry cas)."""
-        if self._epoch != _fork.epoch:
-            self._adopt()  # the child: pending keys were the parent's, failed there
-            return
-        pending, self._pending = self._pending, {}
-        entries = list(pending.values())
-        groups = [(entries, False)]
-        if self._cas:
-            self._cas = False
-            groups = [
-                ([e for e in entries if not e.cas], False),
-                ([e for e in entries if e.cas], True),
-            ]
-        self._batches += 1
-        self._sent += len(entries)
-        for group, cas in groups:
-            for chunk in chunks(group, self.max_keys) if group else ():
-                self._running += 1
-                self._commands += 1
-                spawn_raw(self._fetch, chunk, cas)
-
-    def _fetch(self, chunk: list[Key], cas: bool) -> None:
-        """One chunk, in a greenlet of its own: reserve, get, wake its callers."""
-        epoch = _fork.epoch
-        interrupted: Optional[BaseException] = None
-        error: Optional[BaseException] = None
-        try:
-            self._get(chunk, cas)
-        except Exception as exc:
-            error = exc
-        except BaseException as exc:  # killed: no caller may see a GreenletExit
-            interrupted = exc
-            error = PoolError(f"a batch of pool {self.pool.name!r} was interrupted: {exc!r}")
-        if epoch != _fork.epoch:
-            error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
-        ready = answered(chunk, error)
-        self._hub.loop.run_callback(self._wake, ready, epoch)
-        if interrupted is not None:
-            raise interrupted
-
-    def _get(self, chunk: list[Key], cas: bool) -> None:
-        """Get *chunk*'s keys on a reserved client: in one multi-key get, or key by
-        key while a proxy fails multi-key gets whole (see _batch.Splitting). A
-        multi-key get that fails so is asked again key by key, once, so that each
-        caller gets what its own unbatched get would."""
-        splitting = self._splitting
-        each = len(chunk) > 1 and splitting.each(_monotonic())
-        retry = False
-        try:
-            with self.pool.reserve() as client:
-                self._check_client(client)
-                retry = each is not True and len(chunk) > 1 and isinstance(client, Client)
-                fetch(client, chunk, cas, each is True)
-        except MemcacheServerError:
-            if not retry:
-                raise
-            splitting.failed(_monotonic())
-        else:
-            return
-        finally:
-            if each is None and splitting.probing:  # the probe ended otherwise: done
-                splitting.probed()
-        self._retried += len(chunk)
-        with self.pool.reserve() as client:  # the one that failed was cut: another
-            fetch(client, chunk, cas, True)
-
-    def _check_client(self, client: Any) -> None:
-        """Keys were checked with the batcher's settings: the client's must match."""
-        if (
-            client.key_prefix != self.key_prefix
-            or client.allow_unicode_keys != self.allow_unicode_keys
-        ):
-            raise ValueError(
-                f"the clients of pool {self.pool.name!r} have key_prefix={client.key_prefix!r} "
-                f"and allow_unicode_keys={client.allow_unicode_keys}; the AutoBatcher was given "
-                f"key_prefix={self.key_prefix!r} and allow_unicode_keys={self.allow_unicode_keys}"
-            )
-
-    def _wake(self, ready: list[tuple[Waiter, Optional[BaseException]]], epoch: int) -> None:
-        """Wake a chunk's callers, each with its error or None (a hub callback).
-        Each one woken sees the callers still to wake as running, so it batches
-        with them rather than go alone."""
-        counted = epoch == _fork.epoch
-        if counted:
-            self._running += len(ready) - 1
-        for waiter, error in ready:
-            if counted:
-                self._running -= 1
-            waiter.switch(error)
-
-    # -- owner: thread and process ---------------------------------------------------------
-
-    def _adopt(self) -> None:
-        """Bind to this thread's hub on first use, if the pool belongs to it (or to
-        no thread yet); after a fork, start empty."""
-        if self._epoch != _fork.epoch:
-            self._epoch = _fork.epoch
-            self._thread = None
-            pending, self._pending = self._pending, {}
-            self._running = 0
-            self._cas = False
-            forked = PoolError(
-                f"the process forked while a batch of pool {self.pool.name!r} waited"
-            )
-            ready = answered(pending.values(), forked)
-            if ready:
-                get_hub().loop.run_callback(self._wake, ready, -1)
-        ident = _thread_ident()
-        if self._thread is None:
-            self.pool.claim()  # PoolError if the pool belongs to another thread
-            self._thread = ident
-            self._hub = get_hub()
-        elif self._thread != ident:
-            raise PoolError(
-                f"the AutoBatcher of pool {self.pool.name!r} belongs to thread {self._thread} "
-                f"(its gevent hub) and was used from thread {ident}; create one per thread"
-            )

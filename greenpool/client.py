@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from greenpool._checks import check_bool, check_key, check_seconds, check_size
+from greenpool._front import PIPELINED, Front
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.connection import Client
 from greenpool.errors import PoolError, PoolTimeout
@@ -142,6 +143,8 @@ _NO_BATCHES = BatchStats(
     keys_sent=0,
     keys_per_batch=0.0,
     keys_retried=0,
+    pipelines=0,
+    commands_pipelined=0,
 )
 
 
@@ -246,6 +249,9 @@ class PooledClient:
             # Instance attributes over the class's methods: no layer in between.
             for name, miss in _BATCHED_READS:
                 setattr(self, name, _batched_read(self, getattr(self.batcher, name), miss))
+            front = Front(self.batcher, prototype)
+            for name in PIPELINED:
+                setattr(self, name, getattr(front, name))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"

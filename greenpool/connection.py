@@ -37,7 +37,7 @@ from __future__ import annotations
 import errno
 import select
 from collections.abc import Callable, Container, Iterable
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, NoReturn, Optional, TypeVar, Union
 
 import gevent
 from gevent.monkey import get_original
@@ -53,13 +53,19 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownErro
 from greenpool._checks import check_key, check_key_prefix, check_memcached_integer
 from greenpool._reply import Value, fits, read_values, value_header
 
-__all__ = ["Client"]
+__all__ = ["IN_STEP", "Client", "Exchange", "Outcome"]
 
 # poll(2) itself, even under monkey-patching: a zero timeout never blocks.
 _poll = get_original("select", "poll")
 _POLLIN = select.POLLIN
 _CAS_MAX = 2**64 - 1
 T = TypeVar("T")
+#: A command's bytes and the reader of its reply: the socket (or anything with
+#: its ``recv``) -> the result, and the bytes read past the reply.
+Exchange = tuple[bytes, Callable[[Any], tuple[T, bytes]]]
+#: The attribute an exception raised for a complete error reply carries: the
+#: bytes read past that reply (the connection is in step up to there).
+IN_STEP = "greenpool_read_past"
 #: One key's outcome in :meth:`Client.fetch_each`: its value, None, or its error.
 Outcome = Union[Value, None, Exception]
 
@@ -81,7 +87,6 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         #: (its connection was closed there and then), or ``None``.
         self.cut_by: Optional[type[BaseException]] = None
         self._poller: Any = None
-        self._error_was_complete = False
         # Values read by greenpool's reader unless a subclass extracts its own.
         self._fast_values = type(self)._extract_value is _PymemcacheClient._extract_value
 
@@ -140,11 +145,13 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         cmd: bytes,
         read: Callable[[Any], tuple[T, bytes]],
         ignored: Optional[T] = None,
+        noreply: bool = False,
     ) -> T:
         """Send *cmd* and read its reply with *read* (the socket -> the result, and
         the bytes read past the reply): one command, from start to end. With
         *ignored* given and pymemcache's *ignore_exc*, an Exception returns
-        *ignored* instead (what pymemcache's reads do)."""
+        *ignored* instead (what pymemcache's reads do). *noreply* says that *read*
+        reads nothing (a pipeline answers such a command once it is sent)."""
         try:
             sock = self._start()
         except Exception:  # nothing sent: pymemcache's ignore_exc covers connecting too
@@ -182,23 +189,37 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
 
     def _cut(self, exc: BaseException) -> None:
         """The running command ended early by *exc*: close the connection, unless
-        *exc* came from a complete error reply (see :meth:`_error`)."""
+        *exc* came from a complete error reply with nothing read past it (see
+        :meth:`_error`)."""
         self.busy = False
-        if self._error_was_complete:
-            self._error_was_complete = False
+        if getattr(exc, IN_STEP, None) == b"":
             return
         self.cut_by = type(exc)
         self.close()
 
-    def _error(self, line: bytes, name: bytes, buf: bytes, last: bool) -> None:
+    def _error(self, line: bytes, name: bytes, buf: bytes, last: bool) -> NoReturn:
         """Raise pymemcache's exception for an error reply *line*, else for a line
         that fits no reply of command *name*. A ``SERVER_ERROR`` for the *last*
-        command sent, with nothing read past it, leaves the connection in step."""
-        if line.startswith(b"SERVER_ERROR") and last and not buf:
-            self._error_was_complete = True
-        self._raise_errors(line, name)
-        self._error_was_complete = False
-        raise MemcacheUnknownError(line[:32])
+        command of the call, or a ``CLIENT_ERROR`` for an incr or decr (memcached's
+        answer for a value that is not a number), is a complete reply: the
+        exception carries :data:`IN_STEP`, the bytes *buf* read past it."""
+        exc = self._error_of(line, name)
+        if last and (
+            line.startswith(b"SERVER_ERROR")
+            or (name in (b"incr", b"decr") and line.startswith(b"CLIENT_ERROR"))
+        ):
+            setattr(exc, IN_STEP, buf)
+        raise exc
+
+    def _error_of(self, line: bytes, name: bytes) -> Exception:
+        """The exception pymemcache raises for the error reply *line*, or
+        ``MemcacheUnknownError`` for a line that is no error reply."""
+        try:
+            self._raise_errors(line, name)
+        except Exception as exc:
+            return exc
+        unknown: Exception = MemcacheUnknownError(line[:32])
+        return unknown
 
     # -- the three ways pymemcache's commands talk to memcached ----------------------
 
@@ -255,9 +276,20 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         """One ``get`` (``gets`` with *cas*) of *wire_keys*, keys as sent (checked and
         prefixed already); return what memcached found, undecoded, by key:
         ``(flags, data, cas token or None)``. What the AutoBatcher sends."""
-        return self._get(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
+        return self._exchange(*self.fetch_raw_op(wire_keys, cas))
+
+    def fetch_raw_op(
+        self, wire_keys: list[bytes], cas: bool = False
+    ) -> Exchange[dict[bytes, Value]]:
+        """:meth:`fetch_raw`'s command and reply reader, for a pipeline."""
+        return self._get_op(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
 
     def fetch_each(self, wire_keys: list[bytes], cas: bool = False) -> list[Outcome]:
+        """A ``get`` (``gets`` with *cas*) of each of *wire_keys* (see
+        :meth:`fetch_each_op`), all in one write: each key's own outcome."""
+        return self._exchange(*self.fetch_each_op(wire_keys, cas))
+
+    def fetch_each_op(self, wire_keys: list[bytes], cas: bool = False) -> Exchange[list[Outcome]]:
         """A ``get`` (``gets`` with *cas*) of each of *wire_keys* (checked and
         prefixed already), all in one write: each key's own outcome, in order:
         its value (as :meth:`fetch_raw`'s), ``None`` for a miss, or the
@@ -284,22 +316,19 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     self._error(line, name, rest, last=False)
             return outcomes, rest
 
-        return self._exchange(b"".join(b"%b %b\r\n" % (name, wire) for wire in wire_keys), read)
-
-    def _error_of(self, line: bytes, name: bytes) -> Exception:
-        """The exception pymemcache raises for the error reply *line*."""
-        try:
-            self._raise_errors(line, name)
-        except Exception as exc:
-            return exc
-        unknown: Exception = MemcacheUnknownError(line[:32])
-        return unknown
+        return b"".join(b"%b %b\r\n" % (name, wire) for wire in wire_keys), read
 
     def _get(
         self, name: bytes, wire_keys: list[bytes], asked: Container[bytes], cas: bool
     ) -> dict[bytes, Value]:
-        """Send a get or gets of *wire_keys* and read its reply to its end; a
-        value for a key not *asked* for means the connection was out of step."""
+        """Send a get or gets of *wire_keys* and read its reply to its end."""
+        return self._exchange(*self._get_op(name, wire_keys, asked, cas), {})
+
+    def _get_op(
+        self, name: bytes, wire_keys: list[bytes], asked: Container[bytes], cas: bool
+    ) -> Exchange[dict[bytes, Value]]:
+        """A get or gets of *wire_keys* and the reader of its reply; a value for a
+        key not *asked* for means the connection was out of step."""
 
         def read(sock: Any) -> tuple[dict[bytes, Value], bytes]:
             values, line, rest = read_values(sock.recv, cas)
@@ -310,7 +339,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     raise MemcacheUnknownError(f"a value for a key not asked for: {key!r}")
             return values, rest
 
-        return self._exchange(name + b"".join(b" " + k for k in wire_keys) + b"\r\n", read, {})
+        return name + b"".join(b" " + k for k in wire_keys) + b"\r\n", read
 
     def _store_cmd(
         self,
@@ -355,7 +384,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
                     self._error(line, name, buf, last=i == len(keys) - 1)
             return results, buf
 
-        return self._exchange(b"".join(cmds), read)
+        return self._exchange(b"".join(cmds), read, noreply=noreply)
 
     def _misc_cmd(
         self,
@@ -386,7 +415,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             # and the connection is closed below, never reused.
             return results, b"" if end_tokens else buf
 
-        results = self._exchange(b"".join(cmds), read)
+        results = self._exchange(b"".join(cmds), read, noreply=bool(noreply))
         if end_tokens and not noreply:
             self.close()
         return results

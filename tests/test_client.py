@@ -153,7 +153,7 @@ def test_hundreds_of_greenlets_share_at_most_max_pool_size_connections(
     jobs = [gevent.spawn(work, i) for i in range(300)]
     gevent.joinall(jobs, timeout=60, raise_error=True)
     assert all(job.value for job in jobs)
-    assert mc.pool_stats()["created"] == 4
+    assert mc.pool_stats()["created"] <= 4
     assert memcached.stats()["total_connections"] - before <= 4 + 1  # +1: stats() itself
 
 

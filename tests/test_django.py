@@ -66,9 +66,10 @@ def test_request_greenlets_get_their_own_backends_but_share_one_pooled_client(
     seen = serve_requests(handler, key, 50)
     assert len({id(cache) for cache, _ in seen}) == 50
     assert len({id(client) for _, client in seen}) == 1
-    assert proxy.connections == 4
+    opened = proxy.connections
+    assert 1 <= opened <= 4
     serve_requests(handler, key, 50)
-    assert proxy.connections == 4
+    assert proxy.connections == opened
 
 
 def test_the_stock_backend_opens_a_connection_per_request_greenlet(

@@ -24,6 +24,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError
 from greenpool import PooledClient
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
+from tests.waiting import wait_until
 
 Key = Callable[[str], str]
 BAD = ["", " ", "\r\n", "\t", "a\x01b", "a b", "k" * 251, "x\r\nflush_all"]
@@ -107,5 +108,6 @@ def test_bad_keys_in_batches_and_noreply_commands_under_interruptions_harm_no_on
         i * 1_000_000 <= int(counters[key(f"c{i}")]) < i * 1_000_000 + rounds + 1
         for i in range(greenlets)
     ), "a counter was incremented by a value run as a command"
-    stats = mc.pool_stats()
-    assert stats["in_use"] == 0 and stats["size"] <= 8
+    # a pipeline whose callers all timed out may still be reading its replies
+    wait_until(lambda: mc.pool_stats()["in_use"] == 0, "the last pipelines ended")
+    assert mc.pool_stats()["size"] <= 8
