@@ -204,10 +204,7 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         answer for a value that is not a number), is a complete reply: the
         exception carries :data:`IN_STEP`, the bytes *buf* read past it."""
         exc = self._error_of(line, name)
-        if last and (
-            line.startswith(b"SERVER_ERROR")
-            or (name in (b"incr", b"decr") and line.startswith(b"CLIENT_ERROR"))
-        ):
+        if last and complete_error(line, name):
             setattr(exc, IN_STEP, buf)
         raise exc
 
@@ -375,13 +372,19 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             if noreply:
                 return dict.fromkeys(keys, True), b""
             results: dict[Any, Optional[bool]] = {}
+            failed: Optional[Exception] = None
             buf = b""
-            for i, key in enumerate(keys):
+            for key in keys:
                 buf, line = _readline(sock, buf)
                 if line in VALID_STORE_RESULTS[name]:
                     results[key] = STORE_RESULTS_VALUE[line]
+                elif complete_error(line, name):  # read the other replies, then raise it
+                    failed = failed or self._error_of(line, name)
                 else:
-                    self._error(line, name, buf, last=i == len(keys) - 1)
+                    self._error(line, name, buf, last=False)
+            if failed is not None:
+                setattr(failed, IN_STEP, buf)
+                raise failed
             return results, buf
 
         return self._exchange(b"".join(cmds), read, noreply=noreply)
@@ -401,16 +404,22 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
 
         def read(sock: Any) -> tuple[list[bytes], bytes]:
             results: list[bytes] = []
+            failed: Optional[Exception] = None
             buf = b""
-            for i in range(0 if noreply else len(cmds)):
+            for _ in range(0 if noreply else len(cmds)):
                 if end_tokens:
                     buf, line = _readsegment(sock, buf, end_tokens)
                     self._raise_errors(line, cmd_name)
                 else:
                     buf, line = _readline(sock, buf)
                     if not fits(cmd_name, line):
-                        self._error(line, cmd_name, buf, last=i == len(cmds) - 1)
+                        if not complete_error(line, cmd_name):
+                            self._error(line, cmd_name, buf, last=False)
+                        failed = failed or self._error_of(line, cmd_name)
                 results.append(line)
+            if failed is not None:  # every reply read: the connection is in step
+                setattr(failed, IN_STEP, buf)
+                raise failed
             # A raw reply's end is the caller's guess: what follows is not checked,
             # and the connection is closed below, never reused.
             return results, b"" if end_tokens else buf
@@ -419,6 +428,16 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         if end_tokens and not noreply:
             self.close()
         return results
+
+
+def complete_error(line: bytes, name: bytes) -> bool:
+    """Whether *line* is an error reply that ends command *name*'s reply in full,
+    the connection in step after it: a ``SERVER_ERROR`` (memcached's for a value
+    too large, a proxy's for a failed backend), or a ``CLIENT_ERROR`` to an incr
+    or decr (memcached's for a value that is not a number)."""
+    return line.startswith(b"SERVER_ERROR") or (
+        name in (b"incr", b"decr") and line.startswith(b"CLIENT_ERROR")
+    )
 
 
 def _connect_timed_out(server: Any, seconds: float) -> TimeoutError:

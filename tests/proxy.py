@@ -6,8 +6,10 @@ or dying network would put them: inside the client's recv. Set
 hold every chunk the server sends; call ``cut()`` to drop every connection.
 ``inject(data)`` puts *data* in front of the next chunk the server sends, and
 ``push(data)`` sends it to every client at once, as a server out of step with its
-clients would. ``sent`` counts the bytes clients
-sent towards the server, ``open_connections`` the client connections still open.
+clients would; ``cut_after(n)`` drops every connection once *n* more bytes of
+replies have reached the clients, as a server dying mid-reply would. ``sent``
+counts the bytes clients sent towards the server, ``open_connections`` the
+client connections still open.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class FaultProxy:
         self.connections = 0
         self.sent = 0
         self._injected = b""
+        self._left: int | None = None  # bytes of replies to pass before cut()
         self._sockets: set[socket.socket] = set()
         self._clients: set[socket.socket] = set()
         self._server = StreamServer(("127.0.0.1", 0), self._handle)
@@ -63,6 +66,10 @@ class FaultProxy:
     def inject(self, data: bytes) -> None:
         """Send *data* to the client before the next chunk of the server's reply."""
         self._injected += data
+
+    def cut_after(self, size: int) -> None:
+        """Pass *size* more bytes of replies to the clients, then cut()."""
+        self._left = size
 
     def push(self, data: bytes) -> None:
         """Send *data* to every connected client now, unasked."""
@@ -101,6 +108,13 @@ class FaultProxy:
                     if delay:
                         gevent.sleep(delay)
                     data, self._injected = self._injected + data, b""
+                    if self._left is not None:
+                        data, self._left = data[: self._left], self._left - len(data)
+                        if self._left <= 0:
+                            self._left = None
+                            sink.sendall(data)
+                            self.cut()
+                            break
                 else:
                     self.sent += len(data)
                 sink.sendall(data)

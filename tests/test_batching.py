@@ -172,13 +172,17 @@ class _KeptBusy(PooledClient):
     greenlet's reads join a batch: none goes out alone (``batches_alone`` stays as
     it was across each), or the client records it as wrong.
 
-    Each write is followed by a ``version`` round trip on its own connection, so
-    memcached has applied it before the next read: a noreply write and a batched
-    get on another connection may otherwise arrive in either order (README.rst,
-    "Your own writes"), which is not what the scenarios compare.
+    Unless *pipelined*, each write is followed by a ``version`` round trip on its
+    own connection, so memcached has applied it before the next read: a noreply
+    write and a batched get on another connection may otherwise arrive in either
+    order (README.rst, "Your own writes"), which is not what the scenarios
+    compare. With *pipelined*, each write goes in a pipeline instead (none goes
+    out alone), on the pool's one connection, which keeps them all in order.
     """
 
-    def __init__(self, server: Any, **options: Any) -> None:
+    def __init__(self, server: Any, pipelined: bool = False, **options: Any) -> None:
+        if pipelined:
+            options["max_pool_size"] = 1
         super().__init__(server, autobatch=True, **options)
         self.wrong: list[str] = []
         self.batched_reads = 0
@@ -190,7 +194,10 @@ class _KeptBusy(PooledClient):
         for name in ("get", "gets", "get_many", "gets_many"):  # the batcher's, bound by __init__
             setattr(self, name, functools.partial(self._batched, getattr(self, name)))
         for name in _WRITES:
-            setattr(self, name, functools.partial(self._applied, getattr(Client, name)))
+            if pipelined:
+                setattr(self, name, functools.partial(self._batched, getattr(self, name)))
+            else:
+                setattr(self, name, functools.partial(self._applied, getattr(Client, name)))
 
     def _applied(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self.pool.reserve() as client:
@@ -204,10 +211,10 @@ class _KeptBusy(PooledClient):
             if got != expected:
                 self.wrong.append(f"the partner read {got!r}")
 
-    def _batched(self, read: Callable[..., Any], *args: Any) -> Any:
+    def _batched(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         alone = self.pool_stats()["batches_alone"]
         try:
-            return read(*args)
+            return read(*args, **kwargs)
         finally:
             self.batched_reads += 1
             if self.pool_stats()["batches_alone"] != alone:
@@ -219,13 +226,15 @@ class _KeptBusy(PooledClient):
         super().close()
 
 
+@pytest.mark.parametrize("writes", ["applied", "pipelined"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_batched_calls_give_exactly_the_unbatched_results(
-    memcached: MemcachedServer, proxy: FaultProxy, scenario: str
+    memcached: MemcachedServer, proxy: FaultProxy, scenario: str, writes: str
 ) -> None:
-    """test_dropin's scenarios, each read in a batch: values, defaults, cas tokens,
-    serde, key prefixes, unicode keys, and bad keys' errors all as pymemcache's
-    own Client over the plain socket module gives them."""
+    """test_dropin's scenarios, each read in a batch and each write applied alone or
+    in a pipeline: values, defaults, cas tokens, results of writes, serde, key
+    prefixes, unicode keys, and bad keys' errors all as pymemcache's own Client
+    over the plain socket module gives them."""
     import socket
 
     proxy.reply_delay = 0.002
@@ -233,7 +242,7 @@ def test_batched_calls_give_exactly_the_unbatched_results(
     clients: list[_KeptBusy] = []
 
     def kept_busy(*args: Any, **options: Any) -> _KeptBusy:
-        clients.append(_KeptBusy(*args, **options))
+        clients.append(_KeptBusy(*args, pipelined=writes == "pipelined", **options))
         return clients[-1]
 
     assert _transcript((kept_busy, greenpool._socket), proxy, SCENARIOS[scenario]) == expected
