@@ -103,8 +103,9 @@ def test_each_caller_gets_exactly_its_own_commands_outcome(
     memcached: MemcachedServer, proxy: FaultProxy, key: Key
 ) -> None:
     """Twenty-one different commands in one pipeline, SERVER_ERRORs (one before
-    another reply of its own command) and a CLIENT_ERROR among them: each caller gets what its command gets alone from pymemcache's
-    own Client, and no connection is lost (both errors are complete replies)."""
+    another reply of its own command) and a CLIENT_ERROR among them: each caller
+    gets what its command gets alone from pymemcache's own Client, and no
+    connection is lost (the errors are complete replies)."""
     reference = Client(memcached.address, default_noreply=False)
     _prepare(reference, lambda name: key("ref-" + name))
     expected = [
