@@ -38,7 +38,8 @@ async def _round(request: Request) -> Reply:
         connection_timeout=1.0,
         **CONTENDERS[request["contender"]],
     )
-    ops, set_every = request["ops"], request["set_every"]
+    ops, set_every, writes = request["ops"], request["set_every"], request.get("writes", False)
+    half = ops // 2
     tally = Tally()
     clock = time.perf_counter
     go = asyncio.Event()
@@ -52,7 +53,13 @@ async def _round(request: Request) -> Reply:
                 return
             started = clock()
             try:
-                if set_every and n % set_every == set_every - 1:
+                if writes:  # each raises unless stored, or found and deleted
+                    if n < half:
+                        await client.set(b"%b:%d" % (key, n), expected)
+                    else:
+                        await client.delete(b"%b:%d" % (key, n - half))
+                    right = True
+                elif set_every and n % set_every == set_every - 1:
                     await client.set(key, expected)  # acknowledged; raises if not stored
                     right = True
                 else:

@@ -40,7 +40,8 @@ GRACE = 30.0
 
 Get = Callable[[str], Any]
 Set = Callable[[str, bytes], Any]
-Ops = tuple[Get, Set, Callable[[], None]]
+Delete = Callable[[str], Any]
+Ops = tuple[Get, Set, Delete, Callable[[], None]]
 
 
 def _nothing() -> None:
@@ -51,12 +52,12 @@ class Contender:
     """A way for greenlets to reach memcached, made for one round.
 
     :meth:`ops` is called once per greenlet and returns its ``get(key)``,
-    ``set(key, value)`` (acknowledged: ``noreply=False``) and ``done()``, called
-    when the greenlet ends; :meth:`close` ends the round.
+    ``set(key, value)`` and ``delete(key)`` (acknowledged: ``noreply=False``) and
+    ``done()``, called when the greenlet ends; :meth:`close` ends the round.
     """
 
-    def __init__(self, get: Get, set_: Set, close: Callable[[], None]) -> None:
-        self._ops: Ops = (get, set_, _nothing)
+    def __init__(self, get: Get, set_: Set, delete: Delete, close: Callable[[], None]) -> None:
+        self._ops: Ops = (get, set_, delete, _nothing)
         self.close = close
 
     def ops(self) -> Ops:
@@ -74,7 +75,11 @@ def reserving(reserve: Callable[[], Any], close: Callable[[], None]) -> Contende
         with reserve() as mc:
             return mc.set(key, value, noreply=False)
 
-    return Contender(get, set_, close)
+    def delete(key: str) -> Any:
+        with reserve() as mc:
+            return mc.delete(key, noreply=False)
+
+    return Contender(get, set_, delete, close)
 
 
 def client_pool(address: tuple[str, int], maxsize: int) -> Contender:
@@ -91,7 +96,12 @@ def pooled_client(client: Any) -> Contender:
     """A client object shared by every greenlet: a PooledClient, ours or pymemcache's,
     or greenpool's HashClient (here over the one memcached, so the cost of its
     hashing shows beside a PooledClient's)."""
-    return Contender(client.get, functools.partial(client.set, noreply=False), client.close)
+    return Contender(
+        client.get,
+        functools.partial(client.set, noreply=False),
+        functools.partial(client.delete, noreply=False),
+        client.close,
+    )
 
 
 class Dedicated(Contender):
@@ -104,7 +114,12 @@ class Dedicated(Contender):
 
     def ops(self) -> Ops:
         client = Client(self.address, **PYMEMCACHE_OPTIONS)
-        return client.get, functools.partial(client.set, noreply=False), client.close
+        return (
+            client.get,
+            functools.partial(client.set, noreply=False),
+            functools.partial(client.delete, noreply=False),
+            client.close,
+        )
 
 
 def per_operation(address: tuple[str, int]) -> Contender:
@@ -124,7 +139,14 @@ def per_operation(address: tuple[str, int]) -> Contender:
         finally:
             client.close()
 
-    return Contender(get, set_, _nothing)
+    def delete(key: str) -> Any:
+        client = Client(address, **PYMEMCACHE_OPTIONS)
+        try:
+            return client.delete(key, noreply=False)
+        finally:
+            client.close()
+
+    return Contender(get, set_, delete, _nothing)
 
 
 CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
@@ -197,13 +219,15 @@ def preload(request: Request) -> Reply:
 def run_round(request: Request) -> Reply:
     """Run *greenlets* greenlets, each doing 1 to *ops* operations on its own key:
     all start together, and none starts another operation after the *seconds*
-    window closes (its first one always runs). Every *set_every*-th is a set."""
+    window closes (its first one always runs). Every *set_every*-th is a set;
+    with *writes*, the first half are sets of keys of its own and the second
+    half deletes of them (right: each delete found its key)."""
     name = request["contender"]
     if name in CLUSTER_CONTENDERS:
         contender = CLUSTER_CONTENDERS[name](request)
     else:
         contender = CONTENDERS[name](tuple(request["address"]))
-    ops, set_every = request["ops"], request["set_every"]
+    ops, set_every, writes = request["ops"], request["set_every"], request.get("writes", False)
     tally = Tally()
     clock = time.perf_counter
     go = gevent.event.Event()
@@ -211,15 +235,21 @@ def run_round(request: Request) -> Reply:
 
     def work(key: str) -> None:
         expected = value_for(key)
-        get, set_, done = contender.ops()
+        get, set_, delete, done = contender.ops()
         go.wait()
+        half = ops // 2
         try:
             for n in range(ops):
                 if n and clock() >= deadline:
                     return
                 started = clock()
                 try:
-                    if set_every and n % set_every == set_every - 1:
+                    if writes:
+                        if n < half:
+                            right = set_(f"{key}:{n}", expected) is not False
+                        else:
+                            right = delete(f"{key}:{n - half}") is True
+                    elif set_every and n % set_every == set_every - 1:
                         right = set_(key, expected) is not False
                     else:
                         right = get(key) == expected

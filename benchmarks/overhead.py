@@ -8,6 +8,7 @@ raw client, and where the time of a reservation goes.
 from __future__ import annotations
 
 import cProfile
+import functools
 import io
 import math
 import os
@@ -167,7 +168,8 @@ def _sequential(
     address: tuple[str, int], pool: ClientPool[Client], gets: int, rounds: int
 ) -> dict[str, Any]:
     """One greenlet, *gets* gets in a row through each way, alternating *rounds*
-    times; µs per get (median) and each way's median per-round ratio to raw."""
+    times; µs per get (median) and each way's median per-round ratio to raw. The
+    same for acknowledged sets through the raw client and PooledClient."""
     key = "bench-sequential"
     raw = client_factory(address)()
     raw.set(key, value_for(key), noreply=False)
@@ -186,22 +188,49 @@ def _sequential(
         "greenpool.PooledClient(16) autobatching": batching.get,
         "pymemcache PooledClient": theirs.get,
     }
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(rounds):
-        for name, get in ways.items():
-            started = time.perf_counter()
-            for _ in range(gets):
-                get(key)
-            times[name].append((time.perf_counter() - started) / gets * 1e6)
+    value = value_for(key)
+    sets: dict[str, Callable[[str], Any]] = {
+        name: functools.partial(client.set, value=value, noreply=False)
+        for name, client in (
+            ("raw Client", raw),
+            ("greenpool.PooledClient(16)", ours),
+            ("greenpool.PooledClient(16) autobatching", batching),
+        )
+    }
+    times = _alternating(ways, key, gets, rounds)
+    set_times = _alternating(sets, key, gets, rounds)
     for client in (raw, ours, batching, theirs):
         client.close()
     return {
         "sequential_us": {name: statistics.median(each) for name, each in times.items()},
         "sequential_rounds_us": times,
-        "sequential_ratio": {
-            name: statistics.median(t / r for t, r in zip(each, times["raw Client"], strict=True))
-            for name, each in times.items()
-        },
+        "sequential_ratio": _ratios(times),
+        "sequential_set_us": {name: statistics.median(each) for name, each in set_times.items()},
+        "sequential_set_rounds_us": set_times,
+        "sequential_set_ratio": _ratios(set_times),
+    }
+
+
+def _alternating(
+    ways: dict[str, Callable[[str], Any]], key: str, calls: int, rounds: int
+) -> dict[str, list[float]]:
+    """µs per call of *key* through each of *ways*, *calls* in a row, a list per
+    way of its *rounds* rounds, the ways alternating."""
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, call in ways.items():
+            started = time.perf_counter()
+            for _ in range(calls):
+                call(key)
+            times[name].append((time.perf_counter() - started) / calls * 1e6)
+    return times
+
+
+def _ratios(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each way's median per-round ratio to the raw client's time."""
+    return {
+        name: statistics.median(t / r for t, r in zip(each, times["raw Client"], strict=True))
+        for name, each in times.items()
     }
 
 

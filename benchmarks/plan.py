@@ -24,6 +24,18 @@ CROWD = (
 )
 
 
+#: The writes workload: the pools, the batching clients and emcache's two ways.
+WRITERS = (
+    "ClientPool(16)",
+    "greenpool.PooledClient(16)",
+    "greenpool.PooledClient(16) autobatching",
+    "greenpool.HashClient(16) autobatching",
+    "pymemcache PooledClient",
+    "emcache(16)",
+    "emcache(16) autobatching",
+)
+
+
 #: One memcached against three: the single-server pools beside the cluster's two ways.
 CLUSTER = (
     "greenpool.PooledClient(16)",
@@ -36,7 +48,8 @@ CLUSTER = (
 class Workload:
     """*greenlets* greenlets (asyncio tasks for emcache), each doing up to *ops*
     operations on a key of its own, every *set_every*-th one a set, against the
-    memcached named *server*."""
+    memcached named *server*. With *writes*, each does *ops* / 2 sets of keys of
+    its own, then deletes them, every command waiting for its reply."""
 
     key: str
     title: str
@@ -45,6 +58,7 @@ class Workload:
     set_every: int
     server: str
     contenders: tuple[str, ...]
+    writes: bool = False
 
 
 WORKLOADS = (
@@ -52,6 +66,16 @@ WORKLOADS = (
     Workload("mix", "500 greenlets × 100 ops, 1 in 5 a set", 500, 100, 5, "default", EVERYONE),
     Workload("crowd", "5,000 greenlets × 20 ops, memcached -c 1024", 5000, 20, 5, "default", CROWD),
     Workload("crowd-raised", "5,000 greenlets × 20 ops, -c 8192", 5000, 20, 5, "raised", CROWD),
+    Workload(
+        "writes",
+        "500 greenlets × 100 writes: 50 sets, then 50 deletes",
+        500,
+        100,
+        0,
+        "default",
+        WRITERS,
+        writes=True,
+    ),
     Workload("cluster", "500 greenlets × 50 gets, 1 or 3 servers", 500, 50, 0, "cluster", CLUSTER),
 )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import chart
+from benchmarks.targets import pipelining_targets
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
@@ -126,6 +127,9 @@ def overhead_rows(results: Results) -> list[list[str]]:
     for name, us in o["sequential_us"].items():
         ratio = o["sequential_ratio"][name]
         rows.append([f"sequential get, one greenlet: {name}", f"{us:.1f} µs ({ratio:.2f}× raw)"])
+    for name, us in o.get("sequential_set_us", {}).items():
+        ratio = o["sequential_set_ratio"][name]
+        rows.append([f"sequential set, one greenlet: {name}", f"{us:.1f} µs ({ratio:.2f}× raw)"])
     return rows
 
 
@@ -338,6 +342,12 @@ def markdown(results: Results) -> str:
         parts += [
             "## Targets (issue 12: autobatching)",
             "\n".join(f"- {'met' if ok else '**missed**'}: {text}" for ok, text in batching),
+        ]
+    piped = pipelining_targets(results)
+    if piped:
+        parts += [
+            "## Targets (issue 21: auto-pipelining)",
+            "\n".join(f"- {'met' if ok else '**missed**'}: {text}" for ok, text in piped),
         ]
     return "\n\n".join(parts) + "\n"
 

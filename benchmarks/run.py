@@ -110,7 +110,7 @@ def run(plan: Plan) -> dict[str, Any]:
                 _stopped_after(servers.start_cluster(servers.DEFAULT_CONNECTIONS))
             )
             memcached["cluster"] = cluster.servers[0]
-        workers = {kind: stack.enter_context(_worker(kind)) for kind in ("gevent", "asyncio")}
+        workers = _Workers(stack)
         address = memcached["default"].address
         if "overhead" in plan.only:
             progress("overhead: reserve + release, mapped reserve, sequential gets")
@@ -123,14 +123,14 @@ def run(plan: Plan) -> dict[str, Any]:
                 "greenlets": max(2, round(500 * plan.scale)),
                 "rounds": 2 * plan.rounds,
             }
-            results["overhead"] = workers["gevent"].call(overhead, timeout=300)
+            results["overhead"] = workers.kind("gevent").call(overhead, timeout=300)
         results["workloads"] = [
             _workload(plan, workload, memcached[workload.server], workers, cluster)
             for workload in WORKLOADS
             if workload.key in plan.only
         ]
         if "wsgi" in plan.only:
-            results["workloads"].append(_wsgi(plan, memcached["default"], workers["gevent"]))
+            results["workloads"].append(_wsgi(plan, memcached["default"], workers.kind("gevent")))
         if plan.profile and "get" in plan.only:
             progress("profile: cProfile of the hot path")
             first = results["workloads"][0]
@@ -144,7 +144,7 @@ def run(plan: Plan) -> dict[str, Any]:
                 "prefix": first["key"] + "-",
                 "seconds": plan.seconds,
             }
-            results["profile"] = workers["gevent"].call(request, timeout=300)
+            results["profile"] = workers.kind("gevent").call(request, timeout=300)
     return results
 
 
@@ -164,13 +164,28 @@ def _stopped_after(server: S) -> Iterator[S]:
         server.stop()
 
 
-@contextmanager
-def _worker(kind: str) -> Iterator[Worker]:
-    worker = Worker(kind)
-    try:
-        yield worker
-    finally:
-        worker.close()
+class _Workers:
+    """Worker processes, each closed when *stack* ends: one of each kind for the
+    preloads, the pool's own measures and the WSGI rounds, and one per
+    contender, which runs that contender's rounds of every workload: no
+    contender runs in a process another one warmed, or left garbage in."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._started: dict[str, Worker] = {}
+
+    def kind(self, kind: str) -> Worker:
+        return self._get(kind, kind)
+
+    def contender(self, name: str) -> Worker:
+        return self._get(f"contender {name}", "asyncio" if name in ASYNCIO else "gevent")
+
+    def _get(self, name: str, kind: str) -> Worker:
+        worker = self._started.get(name)
+        if worker is None:
+            worker = self._started[name] = Worker(kind)
+            self._stack.callback(worker.close)
+        return worker
 
 
 def _rotated(names: tuple[str, ...], by: int) -> list[str]:
@@ -204,7 +219,7 @@ def _workload(
     plan: Plan,
     workload: Workload,
     memcached: servers.MemcachedServer,
-    workers: dict[str, Worker],
+    workers: _Workers,
     cluster: servers.Cluster | None = None,
 ) -> dict[str, Any]:
     greenlets = max(2, round(workload.greenlets * plan.scale))
@@ -214,6 +229,7 @@ def _workload(
         "greenlets": greenlets,
         "ops": workload.ops,
         "set_every": workload.set_every,
+        "writes": workload.writes,
         "prefix": prefix,
         "seconds": plan.seconds,
     }
@@ -223,11 +239,11 @@ def _workload(
         watched = [server.address for server in cluster.servers]
         shape["cluster"] = {"servers": watched, "proxy": cluster.proxy.address}
     for address in watched:
-        workers["gevent"].call({"cmd": "preload", **shape, "address": address}, timeout=60)
+        workers.kind("gevent").call({"cmd": "preload", **shape, "address": address}, timeout=60)
     rounds: dict[str, list[Reply]] = {name: [] for name in workload.contenders}
     for number in range(plan.rounds):
         for name in _rotated(workload.contenders, number):
-            worker = workers["asyncio" if name in ASYNCIO else "gevent"]
+            worker = workers.contender(name)
             request = {"cmd": "round", "contender": name, **shape}
 
             def call(
