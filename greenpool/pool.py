@@ -449,7 +449,9 @@ class ClientPool(Generic[C]):
         if self._epoch != _fork.epoch:
             self._after_fork()
         self._check_thread()
-        self._thread = _thread_ident()
+        if self._thread is None:  # the first use, or the first since a fork: adopt the thread
+            self._thread = _thread_ident()
+            self._slots.adopt()
 
     def _check_thread(self) -> None:
         """Refuse a thread other than the one the pool belongs to (if any yet)."""
