@@ -24,7 +24,6 @@ this class owns the rest: waiting, giving a slot back, resizing, draining.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Generic, Optional, TypeVar
@@ -119,7 +118,7 @@ class Slots(Generic[C]):
         counts.waits += 1
         started = _monotonic()
         try:
-            served, slot = self.waiters.wait(None if math.isinf(seconds) else seconds, pass_on)
+            served, slot = self.waiters.wait(started, seconds, pass_on)
         finally:
             counts.wait_s += _monotonic() - started
         if not served:

@@ -398,9 +398,11 @@ class ClientPool(Generic[C]):
             fit = exc_type is None
         if reason is not None or not fit or now >= entry.expires or entry.epoch != _fork.epoch:
             self._take_back_unusual(entry, reason or spoiled(entry, exc_type), now)
-        elif (slots := self._slots).waiters or slots.excess or self.closed:
+        elif (slots := self._slots).excess or self.closed:
             self._give(entry)
-        else:  # the common case, inlined from Slots.give
+        elif slots.waiters:  # under load, the common case: to the oldest waiter
+            slots.waiters.hand(entry)
+        else:  # else the common case; both inlined from Slots.give
             slots.lent -= 1
             slots.idle.append(entry)
             if self._trimming:
