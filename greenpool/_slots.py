@@ -18,8 +18,9 @@ The queue binds the gevent hub of the thread that builds it, and a pool belongs
 to the thread that first uses it, so :meth:`Slots.adopt` builds it then, not
 when the pool is made.
 
-The pool's data path (greenpool.pool) takes from ``idle`` and ``empty`` itself;
-this class owns the rest: waiting, giving a slot back, resizing, draining.
+The pool's data path (greenpool.pool) takes from ``idle`` and ``empty``, and
+gives back to ``idle`` or the oldest waiter, itself; this class owns the rest:
+waiting, giving a slot back otherwise, resizing, draining.
 """
 
 from __future__ import annotations
