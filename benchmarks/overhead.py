@@ -131,6 +131,12 @@ def _contended(
     def bare() -> None:
         gevent.sleep(0)
 
+    def twice() -> None:
+        # The floor of a fair wait: a greenlet that must queue behind others
+        # switches to the hub and is switched back, one more trip than sleep(0).
+        gevent.sleep(0)
+        gevent.sleep(0)
+
     def reserved() -> None:
         with pool.reserve():
             gevent.sleep(0)
@@ -154,6 +160,7 @@ def _contended(
 
     bodies = {
         "gevent.sleep(0) alone": bare,
+        "gevent.sleep(0) twice, the floor of a fair wait": twice,
         "ClientPool(16), default timeout": reserved,
         "ClientPool(16), timeout=math.inf": reserved_endless,
         "gevent Semaphore(16)": semaphored,

@@ -1,31 +1,35 @@
 """Slots: where each of a pool's *maxsize* slots is, and who waits for one.
 
 A slot holds an idle client, or is empty (no client made for it yet), or is
-lent. Idle clients live on a stack (a list, as inside ``gevent.queue.LifoQueue``),
-the most recently returned on top, so the warmest is lent first. Empty slots
-are a count, so a huge *maxsize* costs nothing until clients exist. Waiting is
-not a queue's: ``LifoQueue.get()`` lets a greenlet that releases and reserves
-in a loop take its client straight back and starve a waiter, so a returned
-slot is handed to the oldest waiter instead (:mod:`greenpool._waiters`).
+lent. Idle clients live in a ``gevent.queue.LifoQueue``, the most recently
+returned on top, so the warmest is lent first. Empty slots are a count, so a
+huge *maxsize* costs nothing until clients exist.
 
-Why not a ``LifoQueue`` for the idle clients, then? Its blocking ``get`` is the
-part that starves waiters, and without it what is left is its list: its
-``put_nowait`` and ``get_nowait`` cost about 830 more CPU instructions per
-reservation than the list's ``append`` and ``pop`` (8% of an uncontended
-reservation, counted with callgrind), it binds the gevent hub of the thread
-that builds it, and since gevent 24.10 each put also counts an unfinished
-task that nothing ever marks done.
+Waiting is not the queue's: its blocking ``get()`` lets a greenlet that
+releases and reserves in a loop take its client straight back and starve a
+waiter, so a returned slot is handed to the oldest waiter instead
+(:mod:`greenpool._waiters`), and nothing ever blocks on the queue. So the pool
+puts and takes with ``append`` and ``pop`` on the queue's own list
+(``LifoQueue.queue``): what the queue's ``_put`` and ``_get`` do, without the
+unfinished task that gevent (since 24.10) counts on each ``_put`` and that
+nothing would mark done.
 
-The pool's data path (greenpool.pool) takes from ``idle`` and ``empty`` itself;
-this class owns the rest: waiting, giving a slot back, resizing, draining.
+The queue binds the gevent hub of the thread that builds it, and a pool belongs
+to the thread that first uses it, so :meth:`Slots.adopt` builds it then, not
+when the pool is made.
+
+The pool's data path (greenpool.pool) takes from ``idle`` and ``empty``, and
+gives back to ``idle`` or the oldest waiter, itself; this class owns the rest:
+waiting, giving a slot back otherwise, resizing, draining.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Generic, Optional, TypeVar
+
+from gevent.queue import LifoQueue
 
 from greenpool._entry import Entry
 from greenpool._waiters import Waiters
@@ -41,10 +45,12 @@ _monotonic = time.monotonic
 class Slots(Generic[C]):
     """*maxsize* slots, all empty at first."""
 
-    __slots__ = ("empty", "excess", "idle", "lent", "waiters")
+    __slots__ = ("empty", "excess", "idle", "lent", "queue", "waiters")
 
     def __init__(self, maxsize: int) -> None:
-        #: Idle entries, the warmest on top (last).
+        #: The queue of idle entries, once :meth:`adopt` built it.
+        self.queue: Optional[LifoQueue] = None
+        #: Idle entries, the warmest on top (last): the queue's own list.
         self.idle: list[Entry[C]] = []
         #: Slots with no client yet.
         self.empty = maxsize
@@ -54,6 +60,13 @@ class Slots(Generic[C]):
         self.excess = 0
         #: Greenlets waiting for a slot, oldest first.
         self.waiters: Waiters[Optional[Entry[C]]] = Waiters()
+
+    def adopt(self) -> None:
+        """Build the queue of idle entries, in the thread the pool belongs to."""
+        if self.queue is None:
+            self.queue = LifoQueue()
+            self.queue.queue.extend(self.idle)
+            self.idle = self.queue.queue
 
     def give(self, slot: Optional[Entry[C]], closed: bool) -> Optional[str]:
         """Give back a lent *slot* (``None``: emptied): to the oldest waiter, or to
@@ -106,7 +119,7 @@ class Slots(Generic[C]):
         counts.waits += 1
         started = _monotonic()
         try:
-            served, slot = self.waiters.wait(None if math.isinf(seconds) else seconds, pass_on)
+            served, slot = self.waiters.wait(started, seconds, pass_on)
         finally:
             counts.wait_s += _monotonic() - started
         if not served:

@@ -420,9 +420,11 @@ class ClientPool(Generic[C]):
             fit = exc_type is None
         if reason is not None or not fit or now >= entry.expires or entry.epoch != _fork.epoch:
             self._take_back_unusual(entry, reason or spoiled(entry, exc_type), now)
-        elif (slots := self._slots).waiters or slots.excess or self.closed:
+        elif (slots := self._slots).excess or self.closed:
             self._give(entry)
-        else:  # the common case, inlined from Slots.give
+        elif slots.waiters:  # under load, the common case: to the oldest waiter
+            slots.waiters.hand(entry)
+        else:  # else the common case; both inlined from Slots.give
             slots.lent -= 1
             slots.idle.append(entry)
             if self._trimming:
@@ -471,7 +473,9 @@ class ClientPool(Generic[C]):
         if self._epoch != _fork.epoch:
             self._after_fork()
         self._check_thread()
-        self._thread = _thread_ident()
+        if self._thread is None:  # the first use, or the first since a fork: adopt the thread
+            self._thread = _thread_ident()
+            self._slots.adopt()
 
     def _check_thread(self) -> None:
         """Refuse a thread other than the one the pool belongs to (if any yet)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.queue
 import pytest
 from gevent.event import Event
 from pymemcache.client.base import Client
@@ -53,6 +54,36 @@ def test_the_most_recently_returned_client_is_reused_first(make_pool: MakePool) 
         assert again is first
     with pool.reserve() as a, pool.reserve() as b:
         assert (a, b) == (first, second)
+
+
+def test_idle_clients_live_in_a_gevent_lifo_queue_the_warmest_on_top(make_pool: MakePool) -> None:
+    """The design's storage: a gevent.queue.LifoQueue holds exactly the idle
+    clients, the one returned last on top, and its top is what is lent next."""
+    pool = make_pool(3)
+    with pool.reserve() as first, pool.reserve() as second:
+        pass  # second goes back first, then first: first is on top
+    queue = pool._slots.queue
+    assert isinstance(queue, gevent.queue.LifoQueue)
+    assert queue.qsize() == pool.stats()["idle"] == 2
+    assert queue.peek_nowait().client is first
+    with pool.reserve() as mc:
+        assert mc is first
+        assert queue.qsize() == 1 and queue.peek_nowait().client is second
+
+
+def test_the_queue_counts_no_unfinished_tasks_after_100_000_reservations(
+    make_pool: MakePool,
+) -> None:
+    """Since gevent 24.10 a LifoQueue counts an unfinished task per put; the
+    pool's puts and takes must not pile those up (nor its join() block)."""
+    pool = make_pool(2)
+    for _ in range(50_000):
+        with pool.reserve(), pool.reserve():
+            pass
+    queue = pool._slots.queue
+    assert pool.stats()["reserves"] == 100_000 and queue.qsize() == 2
+    assert queue.unfinished_tasks == 0
+    assert queue.join(timeout=0)
 
 
 def test_never_more_than_maxsize_clients_or_connections(

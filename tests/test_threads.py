@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 import pytest
 
 from greenpool import ClientPool, PoolError
@@ -40,3 +41,22 @@ def test_a_pool_binds_to_the_first_thread_that_uses_it(make_pool: MakePool) -> N
 def _version(pool: ClientPool[Any]) -> Any:
     with pool.reserve() as mc:
         return mc.version()
+
+
+def test_the_idle_queue_is_built_by_the_thread_that_uses_the_pool(make_pool: MakePool) -> None:
+    """The LifoQueue binds the hub of the thread that builds it: the pool builds
+    it on first use, so a pool made in one thread and used in another binds the
+    user's hub, not its maker's."""
+    pool = make_pool(1)
+    hubs: list[Any] = []
+
+    def use() -> None:
+        _version(pool)
+        hubs.append(gevent.get_hub())
+
+    assert pool._slots.queue is None  # not built by the maker
+    thread = threading.Thread(target=use)
+    thread.start()
+    thread.join(10)
+    assert hubs and pool._slots.queue is not None
+    assert pool._slots.queue.hub is hubs[0] is not gevent.get_hub()
