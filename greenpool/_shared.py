@@ -16,10 +16,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from gevent.monkey import get_original
-from pymemcache.client.base import check_key_helper
 
 from greenpool import _fork
-from greenpool.client import PooledClient
 from greenpool.cluster import HashClient
 
 __all__ = ["OneServerClient", "SharedCluster", "cluster_client", "shared_client"]
@@ -85,22 +83,18 @@ class _Identity:
 
 
 class OneServerClient(HashClient):
-    """:class:`~greenpool.HashClient` for a single server: no hashing, no failover.
+    """:class:`~greenpool.HashClient` for a single server: no failover.
 
     With one server there is nothing to fail over to, so pymemcache's failover
     bookkeeping (*retry_attempts*, *retry_timeout*, *dead_timeout*) is off: it
     would answer defaults without trying for *retry_timeout* after an error,
     then refuse every command for *dead_timeout* after a restart. Every command
-    goes to the server's pool; *ignore_exc* still turns every command's errors
-    into HashClient's defaults (misses, ``False``).
+    goes to the server's pool (a ring of one needs no hashing); *ignore_exc*
+    still turns every command's errors into HashClient's defaults (misses,
+    ``False``).
     """
 
-    def _get_client(self, key: Any) -> PooledClient:
-        check_key_helper(key, self.allow_unicode_keys, self.key_prefix)
-        (client,) = self.clients.values()
-        return client  # type: ignore[no-any-return]
-
-    def _mark_failed_server(self, server: Any) -> None:
+    def _mark_failed_server(self, server: Any, error: BaseException | None = None) -> None:
         pass
 
 
