@@ -178,3 +178,21 @@ def test_pool_settings_of_cachelib_map_to_greenpools(memcached: MemcachedServer)
     cache = flask_cache([memcached], CACHE_OPTIONS={"pool_size": 3, "pool_blocking": False})
     (pooled,) = cache.client.clients.values()
     assert (pooled.max_pool_size, pooled.pool_timeout) == (3, 0)
+
+
+def test_pool_stats_is_public_per_server_and_the_same_from_any_thread(
+    memcached: MemcachedServer, key: Key
+) -> None:
+    """backend.pool_stats() is {"host:port": that server's pool stats}; a metrics
+    thread that never used the cache reads the same numbers."""
+    cache = flask_cache([memcached], CACHE_KEY_PREFIX=key(""))
+    assert cache.set("a", 1) and cache.get("a") == 1
+    stats = cache.pool_stats()
+    assert list(stats) == [f"{memcached.host}:{memcached.port}"]
+    (pooled,) = stats.values()
+    assert pooled["reserves"] >= 2 and pooled["in_use"] == 0
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(cache.pool_stats()))
+    thread.start()
+    thread.join(10)
+    assert seen == [stats]
