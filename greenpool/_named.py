@@ -17,12 +17,18 @@ from __future__ import annotations
 
 from typing import Any, Optional, TypeVar
 
-from pymemcache.exceptions import MemcacheError, MemcacheIllegalInputError
+from pymemcache.exceptions import (
+    MemcacheError,
+    MemcacheIllegalInputError,
+    MemcacheUnexpectedCloseError,
+)
 
 __all__ = ["mark", "naming", "server_name"]
 
 E = TypeVar("E", bound=BaseException)
 
+# What an error raised without a message says happened.
+_NO_MESSAGE = {MemcacheUnexpectedCloseError: "the connection was closed"}
 # Set on every error that names its server already, so it is named only once.
 _NAMED = "_greenpool_server"
 
@@ -53,8 +59,8 @@ def naming(exc: BaseException, server: Any, doing: str = "memcached at") -> Opti
         args[0] = args[0] + suffix.encode()
     elif args and isinstance(args[0], str):
         args[0] = f"{args[0]}{suffix}"
-    else:
-        args.insert(0, suffix.strip(" ()"))
+    else:  # no message: pymemcache's MemcacheUnexpectedCloseError() has none
+        args.insert(0, f"{_NO_MESSAGE.get(type(exc), type(exc).__name__)}{suffix}")
     try:
         named = type(exc)(*args)
     except Exception:  # a constructor of its own: leave the error alone
