@@ -21,8 +21,19 @@ from typing import Any, Protocol, TypeVar
 
 import benchmarks
 from benchmarks import report, servers, wsgi_load
-from benchmarks.plan import ASYNCIO, FULL, PARTS, QUICK, WORKLOADS, Plan, Workload
-from benchmarks.workers import Reply, Worker
+from benchmarks.plan import (
+    ASYNCIO,
+    BASE,
+    COMPARED,
+    FULL,
+    NO_EXTRAS,
+    PARTS,
+    QUICK,
+    WORKLOADS,
+    Plan,
+    Workload,
+)
+from benchmarks.workers import REPO, Reply, Worker, plain_python, tree_with_greenpool_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-quick"
@@ -47,7 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="where results go (a full run: results/)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.rst alone")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (another commit's greenpool): the cluster's batched rows "
+        "run on it too, in the same rounds, as installed without extras",
+    )
     args = parser.parse_args(argv)
+    if args.compare is not None and not (args.compare / "greenpool").is_dir():
+        parser.error(f"--compare: {args.compare} holds no greenpool package")
     unknown = set(args.only or ()) - set(PARTS)
     if unknown:
         parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
@@ -62,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "scale": args.scale,
         "only": args.only,
+        "compare": None if args.compare is None else str(args.compare.resolve()),
     }
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     if plan.scale != 1.0:
@@ -111,6 +131,16 @@ def run(plan: Plan) -> dict[str, Any]:
             )
             memcached["cluster"] = cluster.servers[0]
         workers = {kind: stack.enter_context(_worker(kind)) for kind in ("gevent", "asyncio")}
+        if "cluster" in plan.only:
+            plain = Worker("gevent", plain_python(REPO), name="gevent, no extras")
+            workers[NO_EXTRAS] = stack.enter_context(_closed_after(plain))
+            if plan.compare is not None:
+                source = Path(plan.compare)
+                base = Worker(
+                    "gevent", plain_python(source), tree_with_greenpool_of(source),
+                    name="gevent, base, no extras",
+                )  # fmt: skip
+                workers[BASE] = stack.enter_context(_closed_after(base))
         address = memcached["default"].address
         if "overhead" in plan.only:
             progress("overhead: reserve + release, mapped reserve, sequential gets")
@@ -166,11 +196,24 @@ def _stopped_after(server: S) -> Iterator[S]:
 
 @contextmanager
 def _worker(kind: str) -> Iterator[Worker]:
-    worker = Worker(kind)
+    with _closed_after(Worker(kind)) as worker:
+        yield worker
+
+
+@contextmanager
+def _closed_after(worker: Worker) -> Iterator[Worker]:
     try:
         yield worker
     finally:
         worker.close()
+
+
+def _worker_of(name: str, workers: dict[str, Worker]) -> tuple[Worker, str]:
+    """The worker that runs the row *name*, and the contender it runs there."""
+    for suffix in (NO_EXTRAS, BASE):
+        if name.endswith(suffix):
+            return workers[suffix], name.removesuffix(suffix)
+    return workers["asyncio" if name in ASYNCIO else "gevent"], name
 
 
 def _rotated(names: tuple[str, ...], by: int) -> list[str]:
@@ -224,11 +267,14 @@ def _workload(
         shape["cluster"] = {"servers": watched, "proxy": cluster.proxy.address}
     for address in watched:
         workers["gevent"].call({"cmd": "preload", **shape, "address": address}, timeout=60)
-    rounds: dict[str, list[Reply]] = {name: [] for name in workload.contenders}
+    contenders = workload.contenders
+    if BASE in workers and workload.key == "cluster":
+        contenders += tuple(name + BASE for name in COMPARED)
+    rounds: dict[str, list[Reply]] = {name: [] for name in contenders}
     for number in range(plan.rounds):
-        for name in _rotated(workload.contenders, number):
-            worker = workers["asyncio" if name in ASYNCIO else "gevent"]
-            request = {"cmd": "round", "contender": name, **shape}
+        for name in _rotated(contenders, number):
+            worker, contender = _worker_of(name, workers)
+            request = {"cmd": "round", "contender": contender, **shape}
 
             def call(
                 tick: Callable[[], None], worker: Worker = worker, request: Any = request
@@ -243,7 +289,7 @@ def _workload(
     return {
         **asdict(workload),
         "greenlets": greenlets,
-        "contenders": list(workload.contenders),
+        "contenders": list(contenders),
         "rows": _summarize(rounds, BASELINE),
     }
 
