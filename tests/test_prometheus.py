@@ -174,3 +174,19 @@ def test_framework_backends_are_collected_per_server(
 def test_pool_collector_rejects_what_it_cannot_read() -> None:
     with pytest.raises(TypeError, match="PoolCollector needs a ClientPool"):
         PoolCollector(object())
+
+
+def test_a_collector_on_no_registry_yields_its_own_metrics(memcached: MemcachedServer) -> None:
+    """registry=None: on no registry; collect() yields its pool's metrics, and a
+    registry it is then registered with reads them (a second such collector there
+    would clash by name, as any two collectors of the same metrics do)."""
+    pool = ClientPool(client_factory(memcached.address), 2, name="standalone")
+    collector = PoolCollector(pool, registry=None)
+    assert _value("greenpool_clients_max", pool="standalone") is None
+    families = {family.name: family for family in collector.collect()}
+    assert families["greenpool_clients_max"].samples[0].value == 2
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("greenpool_clients_max", {"pool": "standalone"}) == 2
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(PoolCollector(pool, registry=None))
