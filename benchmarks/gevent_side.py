@@ -173,12 +173,13 @@ CONTENDERS: dict[str, Callable[[tuple[str, int]], Contender]] = {
 }
 
 
-def hash_client(request: Request) -> Contender:
+def hash_client(request: Request, autobatch: bool) -> Contender:
     """greenpool's HashClient over the cluster's memcacheds, 16 clients a server,
-    unbatched as the single server's PooledClient(16) it is compared with."""
+    batched or not as the single server's PooledClient(16) it is compared with
+    (batched: its defaults)."""
     servers = [tuple(address) for address in request["cluster"]["servers"]]
     client = greenpool.HashClient(
-        servers, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=False
+        servers, max_pool_size=16, pool_timeout=POOL_TIMEOUT, autobatch=autobatch
     )
     return pooled_client(client)
 
@@ -193,7 +194,10 @@ def through_nutcracker(request: Request) -> Contender:
 
 #: Contenders over several memcacheds: made from the request's ``cluster``.
 CLUSTER_CONTENDERS: dict[str, Callable[[Request], Contender]] = {
-    "greenpool.HashClient(16), 3 servers": hash_client,
+    "greenpool.HashClient(16), 3 servers": functools.partial(hash_client, autobatch=False),
+    "greenpool.HashClient(16) autobatching, 3 servers": functools.partial(
+        hash_client, autobatch=True
+    ),
     "greenpool.PooledClient(16), nutcracker": through_nutcracker,
 }
 

@@ -36,11 +36,26 @@ WRITERS = (
 )
 
 
-#: One memcached against three: the single-server pools beside the cluster's two ways.
+#: A contender's name with this after it runs in a venv holding only what
+#: ``pip install greenpool`` installs (no extras), and with this, in such a venv
+#: of ``--compare``'s checkout, on its greenpool: the same contender, as installed.
+NO_EXTRAS = " [no extras]"
+BASE = " [base, no extras]"
+
+#: One memcached against three: the single-server pools beside the cluster's two
+#: ways, batched (the defaults) and not, and as installed without extras.
 CLUSTER = (
     "greenpool.PooledClient(16)",
+    "greenpool.PooledClient(16) autobatching",
     "pymemcache PooledClient",
     *gevent_side.CLUSTER_CONTENDERS,
+    "greenpool.PooledClient(16) autobatching" + NO_EXTRAS,
+    "greenpool.HashClient(16) autobatching, 3 servers" + NO_EXTRAS,
+)
+#: The cluster rows ``--compare`` runs on the other checkout too (with BASE).
+COMPARED = (
+    "greenpool.PooledClient(16) autobatching",
+    "greenpool.HashClient(16) autobatching, 3 servers",
 )
 
 
@@ -97,6 +112,7 @@ class Plan:
     gets: int
     profile: bool
     only: tuple[str, ...] = PARTS
+    compare: str | None = None  # another checkout, whose greenpool runs the COMPARED rows
 
 
 FULL = Plan(

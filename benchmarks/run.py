@@ -21,8 +21,19 @@ from typing import Any, Protocol, TypeVar
 
 import benchmarks
 from benchmarks import report, servers, wsgi_load
-from benchmarks.plan import ASYNCIO, FULL, PARTS, QUICK, WORKLOADS, Plan, Workload
-from benchmarks.workers import Reply, Worker
+from benchmarks.plan import (
+    ASYNCIO,
+    BASE,
+    COMPARED,
+    FULL,
+    NO_EXTRAS,
+    PARTS,
+    QUICK,
+    WORKLOADS,
+    Plan,
+    Workload,
+)
+from benchmarks.workers import REPO, Reply, Worker, plain_python, tree_with_greenpool_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-quick"
@@ -47,7 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="where results go (a full run: results/)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.rst alone")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (another commit's greenpool): the cluster's batched rows "
+        "run on it too, in the same rounds, as installed without extras",
+    )
     args = parser.parse_args(argv)
+    if args.compare is not None and not (args.compare / "greenpool").is_dir():
+        parser.error(f"--compare: {args.compare} holds no greenpool package")
     unknown = set(args.only or ()) - set(PARTS)
     if unknown:
         parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
@@ -62,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "scale": args.scale,
         "only": args.only,
+        "compare": None if args.compare is None else str(args.compare.resolve()),
     }
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     if plan.scale != 1.0:
@@ -110,7 +130,7 @@ def run(plan: Plan) -> dict[str, Any]:
                 _stopped_after(servers.start_cluster(servers.DEFAULT_CONNECTIONS))
             )
             memcached["cluster"] = cluster.servers[0]
-        workers = _Workers(stack)
+        workers = _Workers(stack, None if plan.compare is None else Path(plan.compare))
         address = memcached["default"].address
         if "overhead" in plan.only:
             progress("overhead: reserve + release, mapped reserve, sequential gets")
@@ -168,22 +188,44 @@ class _Workers:
     """Worker processes, each closed when *stack* ends: one of each kind for the
     preloads, the pool's own measures and the WSGI rounds, and one per
     contender, which runs that contender's rounds of every workload: no
-    contender runs in a process another one warmed, or left garbage in."""
+    contender runs in a process another one warmed, or left garbage in. A
+    contender named with NO_EXTRAS runs in a venv of a plain ``pip install``,
+    and with BASE in such a venv on *compare*'s greenpool."""
 
-    def __init__(self, stack: ExitStack) -> None:
+    def __init__(self, stack: ExitStack, compare: Path | None) -> None:
         self._stack = stack
+        self._compare = compare
         self._started: dict[str, Worker] = {}
 
+    @property
+    def compares(self) -> bool:
+        """Whether ``--compare`` gave another checkout to run BASE rows on."""
+        return self._compare is not None
+
     def kind(self, kind: str) -> Worker:
-        return self._get(kind, kind)
+        return self._get(kind, lambda: Worker(kind))
 
-    def contender(self, name: str) -> Worker:
-        return self._get(f"contender {name}", "asyncio" if name in ASYNCIO else "gevent")
+    def contender(self, name: str) -> tuple[Worker, str]:
+        """The worker that runs the row *name*, and the contender it runs there."""
+        if name.endswith(NO_EXTRAS):
+            return self._get(name, lambda: Worker("gevent", plain_python(REPO), name=name)), (
+                name.removesuffix(NO_EXTRAS)
+            )
+        if name.endswith(BASE):
+            source = self._compare
+            assert source is not None
 
-    def _get(self, name: str, kind: str) -> Worker:
+            def base() -> Worker:
+                return Worker("gevent", plain_python(source), tree_with_greenpool_of(source), name)
+
+            return self._get(name, base), name.removesuffix(BASE)
+        kind = "asyncio" if name in ASYNCIO else "gevent"
+        return self._get(name, lambda: Worker(kind, name=f"{kind}: {name}")), name
+
+    def _get(self, name: str, make: Callable[[], Worker]) -> Worker:
         worker = self._started.get(name)
         if worker is None:
-            worker = self._started[name] = Worker(kind)
+            worker = self._started[name] = make()
             self._stack.callback(worker.close)
         return worker
 
@@ -240,11 +282,14 @@ def _workload(
         shape["cluster"] = {"servers": watched, "proxy": cluster.proxy.address}
     for address in watched:
         workers.kind("gevent").call({"cmd": "preload", **shape, "address": address}, timeout=60)
-    rounds: dict[str, list[Reply]] = {name: [] for name in workload.contenders}
+    contenders = workload.contenders
+    if workers.compares and workload.key == "cluster":
+        contenders += tuple(name + BASE for name in COMPARED)
+    rounds: dict[str, list[Reply]] = {name: [] for name in contenders}
     for number in range(plan.rounds):
-        for name in _rotated(workload.contenders, number):
-            worker = workers.contender(name)
-            request = {"cmd": "round", "contender": name, **shape}
+        for name in _rotated(contenders, number):
+            worker, contender = workers.contender(name)
+            request = {"cmd": "round", "contender": contender, **shape}
 
             def call(
                 tick: Callable[[], None], worker: Worker = worker, request: Any = request
@@ -259,7 +304,7 @@ def _workload(
     return {
         **asdict(workload),
         "greenlets": greenlets,
-        "contenders": list(workload.contenders),
+        "contenders": list(contenders),
         "rows": _summarize(rounds, BASELINE),
     }
 

@@ -7,17 +7,19 @@ so the watcher itself is one steady connection and never a new one.
 
 from __future__ import annotations
 
-import resource
 import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.workers import DEFAULT_CONNECTIONS, RAISED_CONNECTIONS, raise_open_files
 from tests.memcached import MemcachedServer
 from tests.nutcracker import Nutcracker
 
 __all__ = [
+    "DEFAULT_CONNECTIONS",
+    "RAISED_CONNECTIONS",
     "Cluster",
     "ConnectionWatch",
     "MemcachedServer",
@@ -27,24 +29,8 @@ __all__ = [
     "start_cluster",
 ]
 
-#: memcached's own limit on simultaneous connections, and the raised one.
-DEFAULT_CONNECTIONS = 1024
-RAISED_CONNECTIONS = 8192
 #: Descriptors memcached keeps for itself beyond its connection limit.
 SPARE_DESCRIPTORS = 64
-
-
-def raise_open_files() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit.
-
-    Children inherit it: memcached needs one descriptor per connection, and a
-    worker running 5,000 dedicated clients needs 5,000.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return RAISED_CONNECTIONS * 4 if soft == resource.RLIM_INFINITY else soft
 
 
 def start(connections: int) -> MemcachedServer:

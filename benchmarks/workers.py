@@ -10,6 +10,7 @@ two it keeps sampling memcached (:meth:`Worker.call`'s *tick*).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -24,9 +25,56 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
 
 Request = dict[str, Any]
 Reply = dict[str, Any]
+
+#: memcached's own limit on simultaneous connections, and the raised one.
+DEFAULT_CONNECTIONS = 1024
+RAISED_CONNECTIONS = 8192
+
+
+def raise_open_files() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit.
+
+    Children inherit it: memcached needs one descriptor per connection, and a
+    worker running 5,000 dedicated clients needs 5,000.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return RAISED_CONNECTIONS * 4 if soft == resource.RLIM_INFINITY else soft
+
+
+def plain_python(source: Path) -> str:
+    """The Python of a venv holding what ``pip install <source>`` installs, no
+    extra: greenpool's own dependencies and nothing else. Made under ``build/``
+    the first time (a few seconds), and again when *source*'s setup.cfg changes."""
+    digest = hashlib.sha256((source / "setup.cfg").read_bytes()).hexdigest()[:12]
+    venv = BUILD / f"bench-plain-{digest}"
+    python = venv / "bin" / "python"
+    if not (venv / "installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        install = [str(python), "-m", "pip", "install", "--quiet", str(source)]
+        subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
+        (venv / "installed").touch()
+    return str(python)
+
+
+def tree_with_greenpool_of(source: Path) -> Path:
+    """A directory from which ``python -m benchmarks.worker_process`` runs this
+    checkout's benchmarks on *source*'s greenpool (another commit's checkout)."""
+    tree = BUILD / f"bench-tree-{hashlib.sha256(str(source).encode()).hexdigest()[:12]}"
+    tree.mkdir(parents=True, exist_ok=True)
+    for name, target in (("benchmarks", REPO / "benchmarks"), ("greenpool", source / "greenpool")):
+        link = tree / name
+        if link.is_symlink() and link.resolve() != target.resolve():
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(target)
+    return tree
 
 
 class WorkerFailed(Exception):
@@ -35,13 +83,16 @@ class WorkerFailed(Exception):
 
 class Worker:
     """A worker process of *kind* ``gevent`` or ``asyncio``
-    (:mod:`benchmarks.worker_process`; it answers as :func:`serve` says)."""
+    (:mod:`benchmarks.worker_process`; it answers as :func:`serve` says), run by
+    *python* from *cwd*, whose ``greenpool`` and ``benchmarks`` it imports."""
 
-    def __init__(self, kind: str) -> None:
-        self.name = f"{kind} worker"
+    def __init__(
+        self, kind: str, python: str = sys.executable, cwd: Path = REPO, name: str = ""
+    ) -> None:
+        self.name = f"{name or kind} worker"
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker_process", kind],
-            cwd=REPO,
+            [python, "-m", "benchmarks.worker_process", kind],
+            cwd=cwd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

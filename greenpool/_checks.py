@@ -129,26 +129,37 @@ def _why_not(wire: bytes) -> str:
     return f"Key contains a control character: {wire!r}"
 
 
-def check_key_prefix(prefix: Any, name: str = "key_prefix") -> bytes:
-    """Return *prefix* (``str`` as ASCII, or ``bytes``) if a key may follow it.
+def check_key_prefix(prefix: Any, allow_unicode_keys: bool = False) -> bytes:
+    """Return *key_prefix* as sent, if a key may follow it: ``bytes``, or ``str``
+    encoded as keys are (ASCII, or UTF-8 with *allow_unicode_keys*).
 
     :raises TypeError: it is neither ``str`` nor ``bytes``.
-    :raises MemcacheIllegalInputError: naming *name*, if it holds a byte no key
-        may hold, or leaves no room for a key within 250 bytes.
+    :raises MemcacheIllegalInputError: naming ``key_prefix``, if it is not ASCII
+        (without *allow_unicode_keys*), holds a byte no key may hold (a space, a
+        control byte, DEL), or leaves no room for a key within 250 bytes: every
+        command would fail later.
     """
     if isinstance(prefix, str):
         try:
-            prefix = prefix.encode("ascii")
+            encoded = prefix.encode("utf-8" if allow_unicode_keys else "ascii")
         except UnicodeEncodeError:
-            raise MemcacheIllegalInputError(f"{name} must be ASCII, got {prefix!r}") from None
-    if not isinstance(prefix, bytes):
-        raise TypeError(f"{name} must be bytes or str, not {type(prefix).__name__}")
-    if len(prefix) >= MAX_KEY_LENGTH or _FORBIDDEN(prefix) is not None:
+            raise MemcacheIllegalInputError(
+                f"key_prefix {prefix!r} is not ASCII (pass allow_unicode_keys=True for UTF-8)"
+            ) from None
+    elif isinstance(prefix, bytes):
+        encoded = prefix
+    else:
+        raise TypeError(f"key_prefix must be bytes or str, not {type(prefix).__name__}")
+    if len(encoded) >= MAX_KEY_LENGTH:
         raise MemcacheIllegalInputError(
-            f"{name} {prefix!r} cannot start a memcached key: keys are 1 to "
-            f"{MAX_KEY_LENGTH} bytes, prefix included, with no space or control byte"
+            f"key_prefix {encoded[:32]!r}... is {len(encoded)} bytes: memcached keys are "
+            f"{MAX_KEY_LENGTH} at most, prefix included"
         )
-    return prefix
+    if _FORBIDDEN(encoded) is not None:
+        raise MemcacheIllegalInputError(
+            f"key_prefix {encoded!r} holds a space or control byte, which ends a memcached key"
+        )
+    return encoded
 
 
 class CheckedKeys:

@@ -15,6 +15,8 @@ promise for all of them at once:
   caller of each gets the error, never another command's reply;
 - bytes past the last reply cut it too.
 
+Errors name the server, as a command's alone do (:mod:`greenpool._named`).
+
 A noreply command's reader reads nothing, so it takes its place in the
 pipeline without a reply.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Optional
 
+from greenpool._named import naming
 from greenpool.connection import IN_STEP, Client
 
 __all__ = ["Op", "run"]
@@ -100,4 +103,7 @@ def run(client: Client, ops: list[Op], sent: Optional[Callable[[list[Op]], None]
         client._done(replay.pending)
     except BaseException as exc:
         client._cut(exc)
-        raise
+        named = naming(exc, client.server)
+        if named is None:
+            raise
+        raise named from exc

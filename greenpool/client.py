@@ -82,7 +82,7 @@ def _read_command(method: Callable[..., Any], miss: Callable[..., Any]) -> Calla
             with self.pool.reserve() as client:
                 return method(client, *args, **kwargs)
         except Exception as exc:
-            if not (self.ignore_exc and _missable(exc)):
+            if not (self.ignore_exc and missable(exc)):
                 raise
             return miss(*args, **kwargs)
 
@@ -102,14 +102,14 @@ def _batched_read(
         try:
             return read(*args, **kwargs)
         except Exception as exc:
-            if not _missable(exc):
+            if not missable(exc):
                 raise
             return miss(*args, **kwargs)
 
     return command
 
 
-def _missable(exc: Exception) -> bool:
+def missable(exc: Exception) -> bool:
     """Whether *ignore_exc* turns *exc* into a miss: any error, a full pool
     included, but not a pool used wrongly (closed, another thread)."""
     return not isinstance(exc, PoolError) or isinstance(exc, PoolTimeout)

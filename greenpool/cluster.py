@@ -1,21 +1,22 @@
 """HashClient: pymemcache's cluster client with a greenpool PooledClient per server.
 
-pymemcache's ``HashClient`` keeps its failover state in dicts that one
-greenlet reads, then writes after a command's socket I/O, while other greenlets
-run in between: two greenlets retrying a failed server both remove it from
-``_failed_clients`` after succeeding, and the second raises ``KeyError`` into the
-application; two marking it dead both remove its node, and the second raises
-``ValueError``. The methods below keep pymemcache's failover rules
-(*retry_attempts*, *retry_timeout*, *dead_timeout*, *ignore_exc*) but change the
-state only where nothing can run in between, and never assume a key is still
-there.
+pymemcache's ``HashClient`` spreads keys over servers and fails over between
+them; greenpool's keeps its API and rules, gives each server a
+:class:`~greenpool.PooledClient`, and adds what a cluster under gevent needs:
+
+- placement costs a dict lookup: the server of each recent key is remembered
+  (up to :data:`PLACEMENT_MEMO` keys), and forgotten at once whenever the ring
+  changes, so a key never outlives the ring it was placed on;
+- failover without pymemcache's races between greenlets, counted once per
+  failed command and logged (:mod:`greenpool._failover`);
+- every argument checked by name at construction, the key prefix included;
+- :meth:`HashClient.pool_stats`, each server's pool and batcher counters.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional
 
@@ -23,45 +24,56 @@ from pymemcache.client.base import normalize_server_spec
 from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 from pymemcache.exceptions import MemcacheError
 
-from greenpool._checks import CheckedKeys, check_bool, check_size
+from greenpool._checks import check_bool, check_key, check_key_prefix, check_seconds, check_size
+from greenpool._failover import Failover, _monotonic
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
-from greenpool.client import PooledClient, check_pool_arguments
-from greenpool.factory import CLIENT_DEFAULTS
+from greenpool.client import PooledClient, PooledClientStats, check_pool_arguments
+from greenpool.factory import CLIENT_DEFAULTS, check_client_options
 from greenpool.ketama import TwemproxyKetama
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT
 from greenpool.rendezvous import RendezvousHash
 
-__all__ = ["HashClient"]
+__all__ = ["PLACEMENT_MEMO", "HashClient"]
 
-_monotonic = time.monotonic
+#: How many keys' servers a HashClient remembers (all forgotten at once beyond).
+PLACEMENT_MEMO = 8192
+# What memcached's tokenizer ends a key at: controls (line ends, tab, NUL...), space, DEL.
 
 
-class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
+class HashClient(Failover, _PymemcacheHashClient):  # type: ignore[misc]
     """pymemcache's ``HashClient``, each server served by a :class:`~greenpool.PooledClient`.
 
     Keys are spread over *servers* by *hasher*: by default
-    :class:`~greenpool.RendezvousHash`, pymemcache's placement computed faster;
+    :class:`~greenpool.RendezvousHash`, pymemcache's placement computed in C;
     :class:`~greenpool.LibmemcachedKetama` and :class:`~greenpool.TwemproxyKetama`
     place keys as pylibmc and twemproxy do. pymemcache's failover options
     (``ignore_exc``, ``retry_attempts``, ``retry_timeout``, ``dead_timeout``)
     keep their meaning, without its races between greenlets: a server that
     fails is retried after *retry_timeout* seconds, and its commands return
     their default (``None``, ``False``) meanwhile; after *retry_attempts*
-    failures it leaves the ring, its keys going to the other servers, until
-    *dead_timeout* seconds later. Each server gets its own pool of at most
+    failed commands it leaves the ring, its keys going to the other servers,
+    until *dead_timeout* seconds later. Both transitions are logged on the
+    ``greenpool`` logger. A :class:`~greenpool.PoolError` other than a full
+    pool (a cluster used from another thread, say) is raised whatever
+    *ignore_exc* says. Each server gets its own pool of at most
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
     *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
     *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
-    with *autobatch*, each server batches the gets sent to it. Client options default to
-    :data:`~greenpool.CLIENT_DEFAULTS` rather than pymemcache's (which wait
-    forever and, unpatched, block the hub). *use_pooling* is accepted for
-    compatibility and ignored: every server is pooled.
+    with *autobatch*, each server batches the gets sent to it. *key_prefix* may
+    be ``str`` (ASCII, or UTF-8 with *allow_unicode_keys*) or ``bytes``. Client
+    options default to :data:`~greenpool.CLIENT_DEFAULTS` rather than
+    pymemcache's (which wait forever and, unpatched, block the hub).
+    *use_pooling* is accepted for compatibility and ignored: every server is
+    pooled. Change the ring with :meth:`add_server` and :meth:`remove_server`,
+    not through *hasher*, whose placements the client remembers.
 
     >>> cluster = HashClient([memcached_address], max_pool_size=4)
     >>> cluster.set("clustered", "yes")
     True
     >>> cluster.get("clustered")
     b'yes'
+    >>> list(cluster.pool_stats()) == [f"{memcached_address[0]}:{memcached_address[1]}"]
+    True
     """
 
     def __init__(
@@ -77,6 +89,12 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
         pool_options: Mapping[str, Any] | None = None,
         autobatch: bool = DEFAULT_AUTOBATCH,
         autobatch_max_keys: int = DEFAULT_MAX_KEYS,
+        retry_attempts: int = 2,
+        retry_timeout: float = 1,
+        dead_timeout: float = 60,
+        ignore_exc: bool = False,
+        key_prefix: bytes | str = b"",
+        allow_unicode_keys: bool = False,
         **options: Any,
     ) -> None:
         if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
@@ -84,11 +102,33 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
                 f"servers must be a list of servers ((host, port) or 'host:port'), "
                 f"not {type(servers).__name__}"
             )
+        servers = list(servers)
         check_pool_arguments(
             max_pool_size, pool_timeout, pool_idle_timeout, lock_generator, pool_options
         )
         check_bool("autobatch", autobatch)
         check_size("autobatch_max_keys", autobatch_max_keys)
+        check_size("retry_attempts", retry_attempts, minimum=0)
+        failover = {
+            "retry_attempts": retry_attempts,
+            "retry_timeout": check_seconds("retry_timeout", retry_timeout),
+            "dead_timeout": check_seconds("dead_timeout", dead_timeout),
+            "ignore_exc": check_bool("ignore_exc", ignore_exc),
+        }
+        check_bool("use_pooling", use_pooling)
+        if hasher is not None and not callable(hasher):
+            raise TypeError(
+                f"hasher must be a callable returning a hasher (a class such as "
+                f"RendezvousHash), not {type(hasher).__name__}"
+            )
+        check_bool("allow_unicode_keys", allow_unicode_keys)
+        key_prefix = check_key_prefix(key_prefix, allow_unicode_keys)
+        options = {
+            **CLIENT_DEFAULTS, **options,
+            "key_prefix": key_prefix, "allow_unicode_keys": allow_unicode_keys,
+        }  # fmt: skip
+        if not servers:  # no PooledClient to check them: check them here
+            check_client_options(options)
         # pymemcache's add_server builds self.client_class(server, **default_kwargs)
         # when use_pooling is False: a partial carries the pool settings.
         self.client_class = functools.partial(
@@ -101,25 +141,39 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
             autobatch=autobatch,
             autobatch_max_keys=autobatch_max_keys,
         )
-        self._next_revival = math.inf  # when the first dead server is due back
+        self._next_revival = math.inf
+        self._placed: dict[Any, PooledClient] = {}  # key -> its server's client, this ring
         super().__init__(
-            servers,
-            hasher=hasher or RendezvousHash,
-            use_pooling=False,
-            **{**CLIENT_DEFAULTS, **options},
+            servers, hasher=hasher or RendezvousHash, use_pooling=False, **failover, **options
         )
         if isinstance(self.hasher, TwemproxyKetama):
             self.hasher.key_prefix = self.key_prefix  # twemproxy hashes the key as sent
-        self._checked = CheckedKeys(self.key_prefix, self.allow_unicode_keys)
+
+    def pool_stats(self) -> dict[str, PooledClientStats]:
+        """Each server's :meth:`PooledClient.pool_stats() <greenpool.PooledClient.pool_stats>`,
+        by ``"host:port"`` (or socket path): its pool's and batcher's counters.
+        Servers marked dead are listed too. It may be called from any thread."""
+        return {node: client.pool_stats() for node, client in list(self.clients.items())}
 
     # -- the reads, without pymemcache's generic _run_cmd on their way -----------------
 
     def get(self, key: Any, default: Any = None, **kwargs: Any) -> Any:
         """pymemcache's ``HashClient.get``."""
-        client = self._get_client(key)
+        if self._dead_clients and _monotonic() >= self._next_revival:
+            self._retry_dead()
+        client = self._placed.get(key) if key.__class__ is str else None
         if client is None:
-            return default
-        return self._safely_run_func(client, client.get, default, key, default, **kwargs)
+            client = self._get_client(key)
+            if client is None:
+                return default
+        if self._failed_clients or kwargs:
+            return self._safely_run_func(client, client.get, default, key, default, **kwargs)
+        try:  # the common case, inlined from _safely_run_func
+            return client.get(key, default)
+        except Exception as exc:
+            if self._ignored(client.server, exc):
+                return default
+            raise
 
     def gets(self, key: Any, *args: Any, **kwargs: Any) -> Any:
         """pymemcache's ``HashClient.gets``."""
@@ -128,126 +182,53 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
             return None
         return self._safely_run_func(client, client.gets, None, key, *args, **kwargs)
 
-    # -- placement -----------------------------------------------------------------
+    # -- placement and the ring ------------------------------------------------------
 
     def _get_client(self, key: Any) -> Any:
-        self._checked(key)  # pymemcache's check, remembered: raises even with ignore_exc
+        """The client of *key*'s server, or ``None`` (with *ignore_exc*) when the
+        ring is empty; a bad key raises pymemcache's error, even with *ignore_exc*."""
         if self._dead_clients and _monotonic() >= self._next_revival:
             self._retry_dead()
+        cls = key.__class__
+        if cls is str or cls is bytes:
+            client = self._placed.get(key)
+            if client is not None:
+                return client
+        check_key(key, self.allow_unicode_keys, self.key_prefix)
         node = self.hasher.get_node(key)
         if node is None:  # no server left in the ring
             if self.ignore_exc:
                 return None
             raise MemcacheError("All servers seem to be down right now")
-        return self.clients[node]
+        client = self.clients[node]
+        if cls is str or cls is bytes:
+            if len(self._placed) >= PLACEMENT_MEMO:
+                self._placed.clear()
+            self._placed[key] = client
+        return client
 
-    def _retry_dead(self) -> None:
-        """Put back in the ring each dead server whose *dead_timeout* is over."""
-        now = _monotonic()
-        for server, dead_since in list(self._dead_clients.items()):
-            if now - dead_since >= self.dead_timeout:
-                del self._dead_clients[server]
-                node = self._make_client_key(server)
-                self.clients[node].close()  # its idle connections predate the outage
-                self.hasher.add_node(node)
-        self._next_revival = min(self._dead_clients.values(), default=math.inf) + self.dead_timeout
+    def _ring_changed(self) -> None:
+        self._placed.clear()
+
+    def add_server(self, server: Any, port: Optional[int] = None) -> None:
+        """Add *server* to the ring, as pymemcache's."""
+        super().add_server(server, port)
+        self._ring_changed()
 
     def remove_server(self, server: Any, port: Optional[int] = None) -> None:
         """Take *server* out of the ring for *dead_timeout* seconds, as pymemcache's.
 
-        Taking out a server that is already out does nothing.
+        Taking out a server that is already out does nothing; one that is not a
+        server of this client raises :class:`ValueError` and changes nothing.
         """
         if port is not None:
             if not isinstance(server, str):
                 raise TypeError("Server must be a string when passing port.")
             server = (server, port)
-        self._mark_dead(normalize_server_spec(server))
-
-    def _mark_dead(self, server: Any) -> None:
-        self._failed_clients.pop(server, None)
-        if server in self._dead_clients:
-            return
-        now = _monotonic()
-        self._dead_clients[server] = now
-        self._next_revival = min(self._next_revival, now + self.dead_timeout)
+        server = normalize_server_spec(server)
         node = self._make_client_key(server)
-        self.hasher.remove_node(node)  # it was in the ring: only the dead leave it
-        self.clients[node].close()
-
-    # -- failures --------------------------------------------------------------------
-
-    def _mark_failed_server(self, server: Any) -> None:
-        """Count a failed command on *server*; mark it dead when out of retries."""
-        if server in self._dead_clients:
-            return  # a command sent before it was marked dead: nothing new
-        failed = self._failed_clients.get(server)
-        if failed is None:
-            self._failed_clients[server] = {"failed_time": _monotonic(), "attempts": 0}
-            if self.retry_attempts <= 0:
-                self._mark_dead(server)
-        else:
-            failed["attempts"] += 1
-            failed["failed_time"] = _monotonic()
-
-    def _may_send(self, server: Any) -> tuple[bool, Optional[dict[str, Any]]]:
-        """Whether a command may go to *server* now, and the failure it retries."""
-        failed = self._failed_clients.get(server)
-        if failed is None:
-            return True, None
-        if failed["attempts"] >= self.retry_attempts:
-            self._mark_dead(server)
-            return False, None
-        return _monotonic() - failed["failed_time"] > self.retry_timeout, failed
-
-    def _succeeded(self, server: Any, retried: Optional[dict[str, Any]]) -> None:
-        """A retry went through: forget the failure, unless another replaced it."""
-        if retried is not None and self._failed_clients.get(server) is retried:
-            del self._failed_clients[server]
-
-    def _safely_run_func(
-        self, client: Any, func: Callable[..., Any], default_val: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        server = client.server
-        retried = None
-        try:
-            if self._failed_clients:  # else every server may be sent to, and none is retried
-                may_send, retried = self._may_send(server)
-                if not may_send:
-                    return default_val
-            result = func(*args, **kwargs)
-        except OSError:
-            self._mark_failed_server(server)
-            if not self.ignore_exc:
-                raise
-            return default_val
-        except Exception:
-            if not self.ignore_exc:
-                raise
-            return default_val
-        if retried is not None:
-            self._succeeded(server, retried)
-        return result
-
-    def _safely_run_set_many(
-        self, client: Any, values: dict[Any, Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        server = client.server
-        succeeded: list[Any] = []
-        try:
-            may_send, retried = self._may_send(server)
-            if not may_send:
-                return list(values)
-            succeeded, failed, error = self._set_many(client, values, *args, **kwargs)
-            if error is not None:
-                raise error
-        except OSError:
-            self._mark_failed_server(server)
-            if not self.ignore_exc:
-                raise
-            return list(set(values) - set(succeeded))
-        except Exception:
-            if not self.ignore_exc:
-                raise
-            return list(set(values) - set(succeeded))
-        self._succeeded(server, retried)
-        return failed
+        if node not in self.clients:
+            raise ValueError(
+                f"{node} is not a server of this HashClient (its servers: {sorted(self.clients)})"
+            )
+        self._mark_dead(server, "remove_server()")

@@ -25,7 +25,12 @@ end of a reply. This client keeps the state of its connection as a fact:
   memcached (for an item too large), twemproxy and mcrouter (for a failed
   backend) answer so and carry on;
 - a ``raw_command`` reply's length cannot be known, so its connection is closed
-  after it: the next command reconnects.
+  after it: the next command reconnects;
+- a connect that fails (refused, a name that does not resolve, timed out) is
+  recorded too (:attr:`Client.connect_failed`), so that the pool counts it.
+
+A socket or memcached error raised by a command or a connect names the server
+(:mod:`greenpool._named`), keeping its class and errno.
 
 Integers are checked against memcached's ranges before anything is sent
 (:meth:`Client._check_integer`): out of range, memcached rejects a storage
@@ -34,7 +39,6 @@ command's line and then runs its data block as a command of its own.
 
 from __future__ import annotations
 
-import errno
 import select
 from collections.abc import Callable, Container, Iterable
 from typing import Any, NoReturn, Optional, TypeVar, Union
@@ -51,6 +55,7 @@ from pymemcache.client.base import Client as _PymemcacheClient
 from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownError
 
 from greenpool._checks import check_key, check_key_prefix, check_memcached_integer
+from greenpool._named import mark, naming, server_name
 from greenpool._reply import Value, fits, read_values, value_header
 
 __all__ = ["IN_STEP", "Client", "Exchange", "Outcome"]
@@ -84,8 +89,11 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
         #: Whether a command is running: sent, its reply not yet read to its end.
         self.busy = False
         #: The type of the exception that cut the last unfinished command off
-        #: (its connection was closed there and then), or ``None``.
+        #: (its connection was closed there and then) or made its connect fail,
+        #: or ``None``.
         self.cut_by: Optional[type[BaseException]] = None
+        #: Whether a connect failed (refused, unresolvable, timed out...).
+        self.connect_failed = False
         self._poller: Any = None
         # Values read by greenpool's reader unless a subclass extracts its own.
         self._fast_values = type(self)._extract_value is _PymemcacheClient._extract_value
@@ -93,7 +101,9 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
     # -- the connection ------------------------------------------------------------
 
     def _connect(self) -> None:
-        """Connect within *connect_timeout*, name resolution included."""
+        """Connect within *connect_timeout*, name resolution included. A connect
+        that fails is recorded (:attr:`connect_failed`, :attr:`cut_by`: the pool
+        counts it and discards the client) and raised naming the server."""
         limit = self.connect_timeout
         timeout = None
         if limit is not None:
@@ -101,6 +111,13 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             timeout.start()
         try:
             super()._connect()
+        except Exception as exc:
+            self.cut_by = type(exc)
+            self.connect_failed = True
+            named = naming(exc, self.server, "connecting to memcached at")
+            if named is None:
+                raise
+            raise named from exc
         finally:
             if timeout is not None:
                 timeout.close()
@@ -166,7 +183,10 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
             self._cut(exc)
             if ignored is not None and self.ignore_exc and isinstance(exc, Exception):
                 return ignored
-            raise
+            named = naming(exc, self.server)
+            if named is None:
+                raise
+            raise named from exc
         return result
 
     def _start(self) -> Any:
@@ -210,13 +230,16 @@ class Client(_PymemcacheClient):  # type: ignore[misc]
 
     def _error_of(self, line: bytes, name: bytes) -> Exception:
         """The exception pymemcache raises for the error reply *line*, or
-        ``MemcacheUnknownError`` for a line that is no error reply."""
+        ``MemcacheUnknownError`` for a line that is no error reply, naming the
+        server (see :mod:`greenpool._named`)."""
         try:
             self._raise_errors(line, name)
         except Exception as exc:
-            return exc
-        unknown: Exception = MemcacheUnknownError(line[:32])
-        return unknown
+            error: Exception = exc
+        else:
+            error = MemcacheUnknownError(line[:32])
+        named = naming(error, self.server)
+        return error if named is None else named  # type: ignore[return-value]
 
     # -- the three ways pymemcache's commands talk to memcached ----------------------
 
@@ -441,8 +464,13 @@ def complete_error(line: bytes, name: bytes) -> bool:
 
 
 def _connect_timed_out(server: Any, seconds: float) -> TimeoutError:
-    return TimeoutError(
-        errno.ETIMEDOUT,
-        f"connecting to memcached at {server!r} took more than connect_timeout={seconds}s "
-        f"(name resolution included)",
+    """What a connect slower than *connect_timeout* raises: the socket's own
+    ``TimeoutError``, naming the server."""
+    where = server_name(server)
+    return mark(
+        TimeoutError(
+            f"timed out (connecting to memcached at {where} took more than "
+            f"connect_timeout={seconds}s, name resolution included)"
+        ),
+        where,
     )

@@ -33,6 +33,7 @@ import pymemcache.serde
 from django.core.cache.backends.memcached import BaseMemcachedCache
 
 from greenpool._shared import OneServerClient, SharedCluster
+from greenpool.client import PooledClientStats
 from greenpool.cluster import HashClient
 
 __all__ = ["MemcachedCache"]
@@ -80,6 +81,12 @@ class MemcachedCache(BaseMemcachedCache):  # type: ignore[misc]
     def _cache(self) -> HashClient:
         """This process's and thread's client for these servers and options."""
         return self._shared.client()
+
+    def pool_stats(self) -> dict[str, PooledClientStats]:
+        """Each server's pool stats, by ``"host:port"``: what
+        :meth:`HashClient.pool_stats() <greenpool.HashClient.pool_stats>` says, over
+        every thread's client of this process. It may be called from any thread."""
+        return self._shared.pool_stats()
 
     def close(self, **kwargs: Any) -> None:
         """Keep the pooled connections (Django calls this when each request ends).

@@ -18,7 +18,13 @@ from greenpool import _socket
 from greenpool._checks import check_bool
 from greenpool.connection import Client
 
-__all__ = ["CLIENT_DEFAULTS", "client_factory", "client_settings", "cloner"]
+__all__ = [
+    "CLIENT_DEFAULTS",
+    "check_client_options",
+    "client_factory",
+    "client_settings",
+    "cloner",
+]
 
 #: What :func:`client_factory` sets unless told otherwise. pymemcache's own
 #: defaults wait forever on a silent server and leave Nagle's algorithm on.
@@ -73,6 +79,16 @@ def client_factory(server: Any, **client_options: Any) -> Callable[[], Client]:
     options["tls_context"] = _cooperative_tls(options.get("tls_context"), options["socket_module"])
     Client(server, **options)
     return functools.partial(Client, server, **options)
+
+
+def check_client_options(client_options: dict[str, Any]) -> None:
+    """Check *client_options* as :func:`client_factory` does, for a cluster that
+    has no server yet: by name, then by building one client (which never connects)."""
+    client_factory(_UNUSED_SERVER, **client_options)
+
+
+#: The server of the client check_client_options builds; it never connects.
+_UNUSED_SERVER = ("127.0.0.1", 11211)
 
 
 def _check_server(server: Any) -> None:

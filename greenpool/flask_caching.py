@@ -34,6 +34,7 @@ from flask_caching.backends.memcache import MemcachedCache as FlaskMemcachedCach
 from pymemcache.exceptions import MemcacheClientError
 
 from greenpool._shared import SharedCluster
+from greenpool.client import PooledClientStats
 from greenpool.cluster import HashClient
 
 __all__ = ["MemcachedCache"]
@@ -128,6 +129,12 @@ class MemcachedCache(FlaskMemcachedCache):
     def client(self) -> HashClient:
         """This process's and thread's client for these servers and options."""
         return self._shared.client()
+
+    def pool_stats(self) -> dict[str, PooledClientStats]:
+        """Each server's pool stats, by ``"host:port"``: what
+        :meth:`HashClient.pool_stats() <greenpool.HashClient.pool_stats>` says, over
+        every thread's client of this process. It may be called from any thread."""
+        return self._shared.pool_stats()
 
     @contextlib.contextmanager
     def _client_context(self) -> Iterator[HashClient]:  # cachelib's methods use this

@@ -31,7 +31,7 @@ from gevent.monkey import get_original
 
 from greenpool import _fork, _leaks
 from greenpool._checks import check_bool, check_seconds, check_size
-from greenpool._entry import Entry, spoiled
+from greenpool._entry import Entry, failure, spoiled
 from greenpool._slots import Slots
 from greenpool.errors import PoolClosed, PoolError
 from greenpool.policy import LendPolicy
@@ -383,7 +383,13 @@ class ClientPool(Generic[C]):
         self._counts.reconnects += 1
 
     def _new_entry(self, make: Callable[[], C], now: float) -> Entry[C]:
-        client = make()
+        try:
+            client = make()
+        except Exception as exc:  # a factory that connects, and could not
+            if failure(type(exc)) == "error":
+                self._counts.connection_errors += 1
+                self._counts.connect_errors += 1
+            raise
         if client is None:
             raise TypeError(f"the factory of pool {self.name!r} returned None, not a client")
         self._counts.created += 1
@@ -444,6 +450,8 @@ class ClientPool(Generic[C]):
             return
         if reason == "error":
             self._counts.connection_errors += 1
+            if entry.tracked and entry.client.connect_failed:  # type: ignore[attr-defined]
+                self._counts.connect_errors += 1
         self._discard(entry, reason or "lifetime")
         self._give(None)
 

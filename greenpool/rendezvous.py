@@ -1,12 +1,11 @@
 """Rendezvous hashing that places keys exactly as pymemcache's ``RendezvousHash``.
 
 pymemcache scores each node by MurmurHash3 (32 bits, seed 0) of
-``f"{node}-{key}"`` and picks the highest, in pure Python: about 5 µs a hash, so
-15 µs a key over three servers. With the ``fast`` extra (``pip install
-greenpool[fast]``, which installs `mmh3 <https://pypi.org/project/mmh3/>`_) the
-same hash runs in C, some hundred times faster; without it pymemcache's own
-function is used. Placement is the same either way, so greenpool and plain
-pymemcache clients sharing servers agree on where every key lives.
+``f"{node}-{key}"`` and picks the highest, in pure Python: about 5 µs a hash,
+so 15 µs a key over three servers. greenpool computes the same hash in C with
+`mmh3 <https://pypi.org/project/mmh3/>`_, one of its dependencies, some hundred
+times faster. Placement is the same, so greenpool and plain pymemcache clients
+sharing servers agree on where every key lives.
 """
 
 from __future__ import annotations
@@ -14,30 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
-from pymemcache.client.murmur3 import murmur3_32 as _pure_murmur3_32
-
-try:
-    import mmh3 as _mmh3
-except ImportError:  # the fast extra is not installed
-    _mmh3 = None  # type: ignore[assignment]
+import mmh3
 
 __all__ = ["RendezvousHash", "murmur3_32"]
 
+_mmh3_hash = mmh3.hash
 
-def _c_murmur3_32(data: str, seed: int = 0) -> int:
-    """pymemcache's ``murmur3_32(data, seed)`` through mmh3.
+
+def murmur3_32(data: str, seed: int = 0) -> int:
+    """pymemcache's ``murmur3_32(data, seed)``, through mmh3.
 
     pymemcache hashes the low byte of each character (``ord(c) & 0xFF``), which is
     the character's own byte for ASCII, and what mmh3 hashes after encoding.
     """
     if data.isascii():
-        return _mmh3.hash(data, seed, False)  # type: ignore[union-attr,no-any-return]
+        return _mmh3_hash(data, seed, False)  # type: ignore[no-any-return]
     low_bytes = bytes(ord(char) & 0xFF for char in data)
-    return _mmh3.hash(low_bytes, seed, False)  # type: ignore[union-attr,no-any-return]
-
-
-#: MurmurHash3 as pymemcache computes it: mmh3's when installed, else pymemcache's.
-murmur3_32: Callable[[str, int], int] = _pure_murmur3_32 if _mmh3 is None else _c_murmur3_32
+    return _mmh3_hash(low_bytes, seed, False)  # type: ignore[no-any-return]
 
 
 class RendezvousHash:

@@ -16,7 +16,7 @@ __all__ = ["DISCARD_REASONS", "Counters", "PoolStats"]
 #: Why a client is closed and dropped, each with its own ``discarded_<reason>`` key.
 DISCARD_REASONS = (
     "interrupted",  # a Timeout, kill or KeyboardInterrupt cut one of its commands off
-    "error",  # a socket, protocol or serde error cut one of its commands off
+    "error",  # a socket, protocol or serde error cut one of its commands off, or a connect failed
     "idle",  # idle longer than max_idle
     "lifetime",  # older than max_lifetime, on its way back
     "check_failed",  # the liveness check before lending it failed
@@ -46,6 +46,7 @@ class PoolStats(TypedDict):
     discarded_resized: int
     reconnects: int
     connection_errors: int
+    connect_errors: int
     reserves: int
     waits: int
     timeouts: int
@@ -59,6 +60,7 @@ class Counters:
     """What a pool has done so far: the counters of :class:`PoolStats`."""
 
     __slots__ = (
+        "connect_errors",
         "connection_errors",
         "created",
         "discards",
@@ -72,7 +74,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.created = self.reconnects = self.connection_errors = 0
+        self.created = self.reconnects = self.connection_errors = self.connect_errors = 0
         self.reserves = self.waits = self.timeouts = self.overloaded = 0
         self.wait_s = self.usage_s = 0.0
         self.discards = dict.fromkeys(DISCARD_REASONS, 0)
@@ -104,6 +106,7 @@ class Counters:
             discarded_resized=discards["resized"],
             reconnects=self.reconnects,
             connection_errors=self.connection_errors,
+            connect_errors=self.connect_errors,
             reserves=self.reserves,
             waits=self.waits,
             timeouts=self.timeouts,

@@ -163,6 +163,51 @@ def test_non_integer_arguments_are_rejected_before_anything_is_sent(
     assert mc.pool_stats()["discarded"] == 0
 
 
+CLUSTER_SERVERS = [("127.0.0.1", 11211), ("127.0.0.1", 11212)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"retry_attempts": "2"}, TypeError, "retry_attempts must be an int, not str"),
+        ({"retry_attempts": -1}, ValueError, "retry_attempts must be at least 0, got -1"),
+        ({"retry_attempts": 1.5}, TypeError, "retry_attempts must be an int"),
+        ({"retry_timeout": math.nan}, ValueError, "retry_timeout must be a non-negative"),
+        ({"retry_timeout": "1"}, TypeError, "retry_timeout must be a number of seconds"),
+        ({"dead_timeout": math.nan}, ValueError, "dead_timeout must be a non-negative"),
+        ({"dead_timeout": -60}, ValueError, "dead_timeout must be a non-negative"),
+        ({"dead_timeout": None}, TypeError, "dead_timeout must be a number of seconds"),
+        ({"ignore_exc": "yes"}, TypeError, "ignore_exc must be a bool, not str"),
+        ({"use_pooling": 1}, TypeError, "use_pooling must be a bool, not int"),
+        ({"hasher": "rendezvous"}, TypeError, "hasher must be a callable"),
+        ({"key_prefix": 5}, TypeError, "key_prefix must be bytes or str, not int"),
+        ({"key_prefix": b"a b"}, MemcacheIllegalInputError, "key_prefix b'a b'"),
+        ({"key_prefix": "tab\t"}, MemcacheIllegalInputError, "key_prefix b'tab\\\\t'"),
+        ({"key_prefix": b"nul\0"}, MemcacheIllegalInputError, "key_prefix"),
+        ({"key_prefix": b"del\x7f"}, MemcacheIllegalInputError, "key_prefix"),
+        ({"key_prefix": b"x" * 251}, MemcacheIllegalInputError, "key_prefix .* 251 bytes"),
+        ({"key_prefix": "caf\u00e9:"}, MemcacheIllegalInputError, "key_prefix 'caf\u00e9:'"),
+        ({"timeout": -1}, ValueError, "timeout must be a positive"),
+    ],
+)
+@pytest.mark.parametrize("servers", [CLUSTER_SERVERS, []], ids=["two servers", "no server"])
+def test_every_cluster_argument_is_checked_by_name_at_construction(
+    servers: list[Any], kwargs: dict[str, Any], error: type, message: str
+) -> None:
+    """HashClient checks its own arguments (failover, hasher, key prefix) and its
+    clients' options by name when it is made, with servers or none yet; nothing
+    connects."""
+    with pytest.raises(error, match=message):
+        HashClient(servers, **kwargs)
+
+
+def test_a_unicode_key_prefix_needs_allow_unicode_keys() -> None:
+    """A str prefix is ASCII, or UTF-8 with allow_unicode_keys, as keys are."""
+    cluster = HashClient(CLUSTER_SERVERS, key_prefix="caf\u00e9:", allow_unicode_keys=True)
+    assert cluster.key_prefix == "caf\u00e9:".encode()
+    assert {client.key_prefix for client in cluster.clients.values()} == {cluster.key_prefix}
+
+
 def test_bad_cluster_pool_arguments_are_named(memcached: Any) -> None:
     """greenpool.HashClient checks its pool arguments through each server's PooledClient."""
     with pytest.raises(ValueError, match="max_pool_size must be at least 1"):

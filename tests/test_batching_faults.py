@@ -291,7 +291,7 @@ def test_the_prometheus_collector_exposes_a_pooled_clients_batching(
 
     mc = PooledClient(proxy.address, autobatch=True, pool_options={"name": "batched"})
     registry = CollectorRegistry()
-    registry.register(PoolCollector(mc))
+    PoolCollector(mc, registry=registry)
     proxy.reply_delay = 0.05
     lone = busy(mc.get, proxy, key("a"))
     gevent.joinall([lone, *(gevent.spawn(mc.get, key("b")) for _ in range(3))], timeout=5)

@@ -16,11 +16,13 @@ from typing import Any
 
 import gevent
 import pytest
+from pymemcache.client.base import Client as PymemcacheClient
 from pymemcache.client.hash import HashClient as PymemcacheHashClient
 
 import greenpool
-from greenpool import HashClient, PooledClient
+from greenpool import HashClient, PooledClient, PoolError
 from tests.memcached import MemcachedServer
+from tests.threads import in_another_thread
 
 Key = Callable[[str], str]
 GREENLETS = 300
@@ -162,3 +164,76 @@ def test_use_pooling_is_accepted_and_every_server_gets_a_greenpool_client(
     assert {type(client) for client in cluster.clients.values()} == {PooledClient}
     assert {client.max_pool_size for client in cluster.clients.values()} == {3}
     assert cluster.set(key("a"), "1", noreply=False) and cluster.get(key("a")) == b"1"
+
+
+def test_pool_stats_has_each_servers_pooled_client_stats(
+    servers: list[MemcachedServer], key: Key
+) -> None:
+    """HashClient.pool_stats() is {"host:port": that server's PooledClient
+    pool_stats()}, every server listed, the gets counted where they went."""
+    cluster = HashClient([server.address for server in servers], default_noreply=False)
+    names = [key(str(n)) for n in range(30)]
+    assert cluster.set_many(dict.fromkeys(names, "v")) == []
+    assert all(cluster.get(name) == b"v" for name in names)
+    stats = cluster.pool_stats()
+    assert set(stats) == {_name(server) for server in servers}
+    for server, pooled in stats.items():
+        assert pooled == cluster.clients[server].pool_stats()
+        assert pooled["in_use"] == 0 and pooled["created"] >= 1
+    assert sum(pooled["keys_asked"] for pooled in stats.values()) == len(names)
+
+
+@pytest.mark.parametrize("autobatch", [True, False], ids=["autobatch", "unbatched"])
+def test_from_another_thread_a_cluster_raises_pool_error_even_with_ignore_exc(
+    servers: list[MemcachedServer], key: Key, autobatch: bool
+) -> None:
+    """As PooledClient: a cluster used from a thread its pools do not belong to
+    raises PoolError, whatever ignore_exc says, for reads and writes alike;
+    nothing is marked failed."""
+    cluster = HashClient(
+        [server.address for server in servers], ignore_exc=True, autobatch=autobatch,
+        default_noreply=False,
+    )  # fmt: skip
+    names = [key(str(n)) for n in range(30)]
+    assert cluster.set_many(dict.fromkeys(names, "v")) == []
+    assert cluster.get_many(names) == dict.fromkeys(names, b"v")  # pools and batchers bound
+    assert {cluster.hasher.get_node(name) for name in names} == set(cluster.clients)
+    for call in (lambda: cluster.get(names[0]), lambda: cluster.set(names[0], "w")):
+        error = in_another_thread(call)
+        assert isinstance(error, PoolError) and "belongs to thread" in str(error)
+    assert cluster._failed_clients == {} and cluster.get(names[0]) == b"v"
+
+
+def test_remove_server_of_a_non_member_raises_and_changes_nothing(
+    servers: list[MemcachedServer], key: Key
+) -> None:
+    """remove_server of a server the cluster does not have raises ValueError naming
+    it, and leaves the ring and the dead list as they were: once dead_timeout has
+    passed, commands still work (they met a KeyError past ignore_exc before)."""
+    cluster = HashClient(
+        [server.address for server in servers[:2]], ignore_exc=True, dead_timeout=0.05,
+        default_noreply=False,
+    )  # fmt: skip
+    ring = list(cluster.hasher.nodes)
+    stranger = servers[2].address
+    with pytest.raises(ValueError, match=_name(servers[2])):
+        cluster.remove_server(*stranger)
+    assert cluster.hasher.nodes == ring and cluster._dead_clients == {}
+    gevent.sleep(0.1)  # dead_timeout passes: a dead server would be retried now
+    assert cluster.set(key("a"), "1") is True and cluster.get(key("a")) == b"1"
+    cluster.remove_server(*servers[0].address)  # a member leaves the ring
+    assert cluster.hasher.nodes == [_name(servers[1])]
+
+
+def test_a_str_key_prefix_is_encoded_and_keys_are_stored_under_it(
+    servers: list[MemcachedServer], key: Key
+) -> None:
+    """HashClient(key_prefix="p:") works as pymemcache's Client(key_prefix="p:"):
+    every key goes over the wire with the prefix, on the server its hasher says."""
+    cluster = HashClient([server.address for server in servers], key_prefix="p:")
+    assert cluster.key_prefix == b"p:"
+    assert cluster.set(key("a"), "1", noreply=False) is True
+    assert cluster.get(key("a")) == b"1" and cluster.get_many([key("a")]) == {key("a"): b"1"}
+    home = next(s for s in servers if _name(s) == cluster.hasher.get_node(key("a")))
+    raw = PymemcacheClient(home.address, socket_module=greenpool._socket)
+    assert raw.get(f"p:{key('a')}") == b"1"

@@ -228,3 +228,62 @@ def test_bad_options_fail_when_the_backend_is_made(
     backend, before anything is sent."""
     with pytest.raises(error, match=named):
         caches(memcached.address, **options)["default"]
+
+
+def test_pool_stats_is_public_per_server_and_the_same_from_any_thread(
+    memcached: MemcachedServer, own_memcached: MemcachedServer, key: Key
+) -> None:
+    """backend.pool_stats() is {"host:port": that server's pool stats}, for one
+    server or several; a metrics thread that never used the cache reads the same
+    numbers, and builds no client of its own."""
+    for servers in ([memcached.address], [memcached.address, own_memcached.address]):
+        cache = caches(*servers)["default"]  # shared with other tests' alike: count from here
+        asked = sum(pooled["keys_asked"] for pooled in cache.pool_stats().values())
+        names = [key(f"{len(servers)}-{n}") for n in range(20)]
+        cache.set_many(dict.fromkeys(names, 1))
+        assert cache.get_many(names) == dict.fromkeys(names, 1)
+        stats = cache.pool_stats()
+        assert set(stats) == {f"{host}:{port}" for host, port in servers}
+        assert sum(pooled["keys_asked"] for pooled in stats.values()) - asked == len(names)
+        seen: list[Any] = []
+        thread = threading.Thread(target=lambda: seen.append(cache.pool_stats()))  # noqa: B023
+        thread.start()
+        thread.join(10)
+        assert seen == [stats]
+
+
+def test_an_unresolvable_location_with_ignore_exc_shows_in_the_stats(key: Key) -> None:
+    """LOCATION that does not resolve, ignore_exc: every get misses quietly, as
+    Django's does, and the stats count each failed connect."""
+    cache = caches(("no-such-host.invalid", 11211), ignore_exc=True, connect_timeout=0.5)["default"]
+    assert [cache.get(key("k")) for _ in range(3)] == [None, None, None]
+    stats = cache.pool_stats()["no-such-host.invalid:11211"]
+    assert stats["connection_errors"] == stats["connect_errors"] == 3
+
+
+def test_pool_stats_adds_up_the_pools_of_every_thread(memcached: MemcachedServer, key: Key) -> None:
+    """Each OS thread has its own client: pool_stats() adds up the pools of every
+    thread alive, per server (maxsize included: the most clients they may hold
+    together)."""
+    cache = caches(memcached.address, max_pool_size=3)["default"]
+    cache.set(key("a"), 1)
+    server = f"{memcached.host}:{memcached.port}"
+    main = cache.pool_stats()[server]
+    used, done = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        for _ in range(4):
+            cache.get(key("a"))
+        used.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert used.wait(10)
+        total = cache.pool_stats()[server]
+    finally:
+        done.set()
+        thread.join(10)
+    assert total["maxsize"] == 6 and total["reserves"] == main["reserves"] + 4
+    assert total["keys_asked"] == main["keys_asked"] + 4

@@ -65,7 +65,10 @@ def _transcript(
         try:
             transcript.append(call())
         except Exception as exc:
-            transcript.append((type(exc).__name__, str(exc).replace(prefix, "<prefix>")))
+            message = str(exc).replace(prefix, "<prefix>")
+            if client_class is not Client:  # greenpool's errors from memcached name it
+                message = _named_server(message, server)
+            transcript.append((type(exc).__name__, message))
 
     try:
         scenario(connect, record)
@@ -73,6 +76,14 @@ def _transcript(
         for client in clients:
             client.close()
     return transcript
+
+
+def _named_server(message: str, server: Any) -> str:
+    """*message* without the server greenpool names in an error from memcached
+    (the rest must read as pymemcache's)."""
+    host, port = server.address
+    named = f" (memcached at {host}:{port})"
+    return message.replace(named, "")
 
 
 def _storage(connect: Callable[..., Any], record: Record) -> None:

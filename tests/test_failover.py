@@ -9,6 +9,7 @@ load and look at what reaches the application.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pymemcache.exceptions import MemcacheError
 
 from greenpool import HashClient
 from tests.memcached import MemcachedServer
+from tests.proxy import FaultProxy
 from tests.waiting import wait_until
 
 Key = Callable[[str], str]
@@ -171,3 +173,61 @@ def test_a_restarted_server_is_back_in_the_ring_within_dead_timeout(
         "the restarted server serves its keys again", timeout=3 * dead_timeout,
     )  # fmt: skip
     assert time.monotonic() - marked < dead_timeout * 1.3
+
+
+def test_failover_is_logged_once_per_transition_naming_the_server(
+    servers: list[MemcachedServer], key: Key, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that fails under load and is marked dead logs one WARNING on the
+    greenpool logger (the server, the error, how long it stays out); back in the
+    ring, one INFO. Not one record per command: dozens of commands fail meanwhile."""
+    caplog.set_level(logging.INFO, logger="greenpool")
+    dead_timeout = 2.0
+    cluster = HashClient(
+        [server.address for server in servers], retry_attempts=1, retry_timeout=0,
+        dead_timeout=dead_timeout, ignore_exc=True, default_noreply=False,
+    )  # fmt: skip
+    stopped = _name(servers[0])
+    mine = [k for k in (key(str(n)) for n in range(200)) if cluster.hasher.get_node(k) == stopped]
+    servers[0].stop()
+    jobs = [gevent.spawn(lambda k=k: [cluster.get(k) for _ in range(5)]) for k in mine]
+    gevent.joinall(jobs, timeout=10, raise_error=True)
+    assert stopped not in cluster.hasher.nodes
+    servers[0].start()
+    wait_until(
+        lambda: cluster.set(mine[0], "back") and stopped in cluster.hasher.nodes,
+        "the server is back in the ring", timeout=3 * dead_timeout,
+    )  # fmt: skip
+    for _ in range(20):
+        assert cluster.get(mine[0]) == b"back"
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "greenpool"]
+    assert [level for level, _ in records] == ["WARNING", "INFO"], records
+    (_, dead), (_, back) = records
+    assert stopped in dead and "ConnectionRefusedError" in dead and "2.0 s" in dead
+    assert stopped in back and "back" in back
+
+
+def test_one_slow_batched_command_counts_one_failure_and_ejects_no_server(
+    servers: list[MemcachedServer], proxy_to: Callable[..., FaultProxy], key: Key
+) -> None:
+    """Ten greenlets get keys of one server at once: one goes alone, nine share one
+    batched get, and both commands time out. That is two failed commands, not
+    ten: with retry_attempts=2 the server stays in the ring and, once it answers
+    again, serves its keys."""
+    proxy = proxy_to(servers[0].address)
+    slow = f"{proxy.address[0]}:{proxy.address[1]}"
+    cluster = HashClient(
+        [proxy.address, servers[1].address, servers[2].address], retry_attempts=2,
+        retry_timeout=0.01, timeout=0.2, default_noreply=False,
+    )  # fmt: skip
+    mine = [k for k in (key(str(n)) for n in range(200)) if cluster.hasher.get_node(k) == slow]
+    assert cluster.set_many(dict.fromkeys(mine, "v")) == []
+    proxy.reply_delay = 0.5
+    jobs = [gevent.spawn(cluster.get, k) for k in mine[:10]]
+    gevent.joinall(jobs, timeout=10)
+    assert all(isinstance(job.exception, TimeoutError) for job in jobs)
+    assert cluster.clients[slow].pool_stats()["batch_commands"] == 2
+    proxy.reply_delay = 0
+    gevent.sleep(0.02)  # retry_timeout passes: the failing server may be tried again
+    assert cluster.get(mine[0]) == b"v"
+    assert slow in cluster.hasher.nodes and cluster._dead_clients == {}

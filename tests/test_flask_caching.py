@@ -200,3 +200,21 @@ def test_inc_and_dec_at_the_64_bit_edge_give_what_cachelibs_backend_gives(
     for method, delta in steps:
         assert getattr(ours, method)("n", delta) == getattr(stock, method)("n", delta), method
         assert ours.get("n") == stock.get("n")
+
+
+def test_pool_stats_is_public_per_server_and_the_same_from_any_thread(
+    memcached: MemcachedServer, key: Key
+) -> None:
+    """backend.pool_stats() is {"host:port": that server's pool stats}; a metrics
+    thread that never used the cache reads the same numbers."""
+    cache = flask_cache([memcached], CACHE_KEY_PREFIX=key(""))
+    assert cache.set("a", 1) and cache.get("a") == 1
+    stats = cache.pool_stats()
+    assert list(stats) == [f"{memcached.host}:{memcached.port}"]
+    (pooled,) = stats.values()
+    assert pooled["reserves"] >= 2 and pooled["in_use"] == 0
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(cache.pool_stats()))
+    thread.start()
+    thread.join(10)
+    assert seen == [stats]

@@ -119,7 +119,7 @@ def check_answers(answers: list[Any], atomic_counts: bool) -> int:
     return sum(max(numbers) for numbers in visits.values())
 
 
-def check_django_stats(server: Server, backend: str) -> None:
+def check_django_stats(server: Server, backend: str, memcached: MemcachedServer) -> None:
     """The Django site's /_stats: a worker's backend and its pool, within its bound."""
     status, stats = get(server, "/_stats")
     assert status == 200 and isinstance(stats["pid"], int), stats
@@ -127,7 +127,8 @@ def check_django_stats(server: Server, backend: str) -> None:
         assert stats["backend"].endswith(".PyMemcacheCache") and stats["pools"] == {}, stats
         return
     assert stats["backend"] == "greenpool.django.MemcachedCache", stats
-    (pool,) = stats["pools"].values()
+    ((where, pool),) = stats["pools"].items()
+    assert where == f"{memcached.host}:{memcached.port}", stats
     assert pool["maxsize"] == POOL_SIZE and 1 <= pool["created"] <= POOL_SIZE, pool
 
 
@@ -150,7 +151,7 @@ def test_a_site_under_load_answers_right_on_bounded_connections(
         after = own_memcached.stats()
         kept = int(after["curr_connections"]) - 2  # less the stats connection and the sampler
         if framework == "django":
-            check_django_stats(server, backend)
+            check_django_stats(server, backend, own_memcached)
     finally:
         sampler.close()
         server.stop()

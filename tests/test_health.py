@@ -336,7 +336,7 @@ def test_the_prometheus_collector_exposes_the_stats_with_units(
 
     pool = make_pool(3, name="web", address=proxy.address)
     registry = CollectorRegistry()
-    registry.register(PoolCollector(pool))
+    PoolCollector(pool, registry=registry)
     with pool.reserve() as mc:
         mc.version()
         proxy.reply_delay = 0.05

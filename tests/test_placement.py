@@ -10,9 +10,13 @@ characters and bytes of 0x80 and more, which C reads as negative ``char``.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import mmh3
 import pytest
 from pymemcache.client.base import Client
 from pymemcache.client.murmur3 import murmur3_32 as pure_murmur3_32
@@ -48,7 +52,7 @@ def _filled(hasher: Any, servers: list[tuple[str, int]]) -> Any:
 @pytest.mark.parametrize(
     "hash_function",
     [None, pure_murmur3_32],
-    ids=["default (mmh3 when installed)", "pymemcache's pure Python murmur3"],
+    ids=["default (mmh3)", "pymemcache's pure Python murmur3"],
 )
 def test_rendezvous_places_10000_keys_as_pymemcache_does(
     hash_function: Callable[[str, int], int] | None,
@@ -66,12 +70,52 @@ def test_rendezvous_places_10000_keys_as_pymemcache_does(
 
 
 def test_the_fast_murmur3_is_pymemcaches_on_every_kind_of_character() -> None:
-    """mmh3 is used (the test extra installs it) and gives pymemcache's value
+    """mmh3 is used (greenpool requires it) and gives pymemcache's value
     for ASCII, Latin-1 and wider characters."""
     assert rendezvous.murmur3_32 is not pure_murmur3_32
     for text in ["", "a", "ab", "abc", "abcd", "abcde", "é", "ÿÿÿÿÿ", "ключ-キー-🔑", "x" * 301]:
         for seed in (0, 1, 0xFFFFFFFF):
             assert rendezvous.murmur3_32(text, seed) == pure_murmur3_32(text, seed), text
+
+
+def test_mmh3_is_installed_with_greenpool_so_placement_runs_in_c() -> None:
+    """``pip install greenpool``, no extras, brings mmh3: the package requires it
+    unconditionally, so RendezvousHash hashes in C as installed."""
+    requires = importlib.metadata.requires("greenpool") or []
+    plain = [r for r in requires if "extra ==" not in r]
+    assert any(re.match(r"mmh3\b", r) for r in plain), plain
+    assert rendezvous.murmur3_32 is not pure_murmur3_32
+    assert rendezvous._mmh3_hash is mmh3.hash
+
+
+def test_hashclient_sends_each_key_where_its_ring_says_after_every_change(
+    three_memcacheds: list[MemcachedServer], key: Callable[[str], str]
+) -> None:
+    """Before a server leaves the ring, while it is out and after it is back,
+    every key is stored on the server the hasher names for it then: no placement
+    outlives a change of the ring."""
+    servers = three_memcacheds
+    raw = {f"{s.host}:{s.port}": Client(s.address) for s in servers}
+    cluster = HashClient([s.address for s in servers], dead_timeout=0.05, default_noreply=False)
+    names = [key(str(n)) for n in range(90)]
+
+    def stored_where_the_ring_says(phase: str) -> None:
+        for name in names:
+            assert cluster.set(name, phase) is True
+        for name in names:
+            home = cluster.hasher.get_node(name)
+            assert raw[home].get(name) == phase.encode(), (name, home, phase)
+            assert cluster.get(name) == phase.encode()
+
+    stored_where_the_ring_says("all")
+    leaving = _names([servers[0].address])[0]
+    cluster.remove_server(*servers[0].address)
+    assert leaving not in cluster.hasher.nodes
+    stored_where_the_ring_says("one-out")
+    time.sleep(0.1)  # dead_timeout passes: the next command puts the server back
+    cluster.get(names[0])
+    assert leaving in cluster.hasher.nodes
+    stored_where_the_ring_says("back")
 
 
 def test_hashclient_places_keys_with_greenpools_rendezvous_by_default() -> None:

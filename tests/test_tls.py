@@ -177,16 +177,20 @@ def test_a_gevent_context_works_too(
 def test_an_untrusted_certificate_fails_and_the_pool_stays_whole(
     tls_memcached: MemcachedServer, key: Key
 ) -> None:
-    """Verification errors are pymemcache's (ssl errors are OSErrors); no slot is
-    lost, and the client, which never connected, stays."""
+    """Verification errors are pymemcache's (ssl errors are OSErrors), naming the
+    server; no slot is lost, and each failed connect is counted, its client
+    dropped as any client a connection error ends."""
     mc = PooledClient(
         tls_memcached.address, tls_context=ssl.create_default_context(), max_pool_size=1
     )
     for _ in range(3):
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(ssl.SSLCertVerificationError) as raised:
             mc.get(key("a"))
+        assert raised.value.reason == "CERTIFICATE_VERIFY_FAILED"
+        assert f"{tls_memcached.host}:{tls_memcached.port}" in str(raised.value)
     stats = mc.pool_stats()
-    assert (stats["in_use"], stats["size"], stats["created"]) == (0, 1, 1)
+    assert (stats["in_use"], stats["size"], stats["waiting"]) == (0, 0, 0)
+    assert stats["connect_errors"] == stats["connection_errors"] == stats["discarded_error"] == 3
 
 
 class _Ticker:
