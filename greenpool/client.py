@@ -19,6 +19,7 @@ from greenpool._checks import check_bool, check_seconds, check_size
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
+from greenpool.meta import MetaCommands
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
 from greenpool.stats import PoolStats
 
@@ -169,7 +170,7 @@ class PooledClient:
     such as ``name``. *autobatch* sends get, gets, get_many and gets_many
     through an :class:`~greenpool.AutoBatcher` (``self.batcher``): the gets
     of concurrent greenlets go out together, in commands of at most
-    *autobatch_max_keys* keys.
+    *autobatch_max_keys* keys. The ``meta_*`` methods are :class:`greenpool.Client`'s.
 
     >>> mc = PooledClient(memcached_address, max_pool_size=4)
     >>> mc.set("pooled", "yes")
@@ -292,6 +293,12 @@ class PooledClient:
     flush_all = _command(Client.flush_all)
     quit = _command(Client.quit)
     shutdown = _command(Client.shutdown)
+    meta_batch = _command(MetaCommands.meta_batch)
+    meta_get = _command(MetaCommands.meta_get)
+    meta_set = _command(MetaCommands.meta_set)
+    meta_delete = _command(MetaCommands.meta_delete)
+    meta_arithmetic = _command(MetaCommands.meta_arithmetic)
+    meta_noop = _command(MetaCommands.meta_noop)
 
     # pymemcache's own, written in terms of get, set and delete above.
     __getitem__ = Client.__getitem__

@@ -52,6 +52,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownErro
 
 from greenpool._checks import check_memcached_integer
 from greenpool._reply import Value, fits, read_values
+from greenpool.meta import MetaCommands
 
 __all__ = ["Client"]
 
@@ -62,11 +63,12 @@ _CAS_MAX = 2**64 - 1
 T = TypeVar("T")
 
 
-class Client(_PymemcacheClient):  # type: ignore[misc]
+class Client(MetaCommands, _PymemcacheClient):  # type: ignore[misc]
     """A pymemcache ``Client`` whose connection is never left out of step.
 
     Same constructor, commands and results as pymemcache's; what differs is
     what happens when a command does not finish (see the module docstring).
+    It adds memcached's meta commands (:class:`greenpool.meta.MetaCommands`).
     :func:`greenpool.client_factory` builds these.
     """
 
