@@ -6,7 +6,8 @@ children never share their parent's connections. ``ClientPool`` lends clients
 for a ``with`` block; ``GreenletMappedPool`` lends each greenlet one client for
 its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
-lent for it, and speak memcached's meta protocol (``MetaRequest``, ``MetaReply``);
+lent for it, and add ``get_or_compute``: a missing value computed once across
+processes, with memcached's meta protocol (``MetaRequest``, ``MetaReply``);
 ``AutoBatcher`` sends the gets of concurrent greenlets as one multi-key get;
 ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama`` place a
 cluster's keys as pymemcache, pylibmc and twemproxy do.
@@ -17,6 +18,7 @@ and ``flask`` extras.
 
 import logging
 
+from greenpool._flights import StampedeStats
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.client import PooledClient, PooledClientStats
 from greenpool.cluster import HashClient
@@ -61,6 +63,7 @@ __all__ = [
     "PooledClientStats",
     "RendezvousHash",
     "Reservation",
+    "StampedeStats",
     "TwemproxyKetama",
     "__version__",
     "client_factory",

@@ -24,6 +24,7 @@ from pymemcache.client.hash import HashClient as _PymemcacheHashClient
 from pymemcache.exceptions import MemcacheError
 
 from greenpool._checks import CheckedKeys, check_bool, check_size
+from greenpool._stampede_methods import ClusterStampede
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
 from greenpool.client import PooledClient, check_pool_arguments
 from greenpool.factory import CLIENT_DEFAULTS
@@ -36,7 +37,7 @@ __all__ = ["HashClient"]
 _monotonic = time.monotonic
 
 
-class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
+class HashClient(ClusterStampede, _PymemcacheHashClient):  # type: ignore[misc]
     """pymemcache's ``HashClient``, each server served by a :class:`~greenpool.PooledClient`.
 
     Keys are spread over *servers* by *hasher*: by default
@@ -52,7 +53,8 @@ class HashClient(_PymemcacheHashClient):  # type: ignore[misc]
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
     *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
     *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
-    with *autobatch*, each server batches the gets sent to it. Client options default to
+    with *autobatch*, each server batches the gets sent to it; get_or_compute,
+    invalidate and the meta commands go to the key's server. Client options default to
     :data:`~greenpool.CLIENT_DEFAULTS` rather than pymemcache's (which wait
     forever and, unpatched, block the hub). *use_pooling* is accepted for
     compatibility and ignored: every server is pooled.

@@ -21,7 +21,7 @@ from pymemcache.exceptions import (
     MemcacheUnknownError,
 )
 
-from greenpool import ClientPool, MetaReply, MetaRequest, PooledClient
+from greenpool import ClientPool, HashClient, MetaReply, MetaRequest, PooledClient
 from tests.memcached import MemcachedServer
 from tests.nutcracker import Nutcracker
 from tests.proxy import FaultProxy
@@ -215,6 +215,20 @@ def test_probe_meta_tells_memcached_from_nutcracker(
     assert behind.pool.stats()["discarded_error"] == 1
     with pytest.raises(MemcacheUnexpectedCloseError):
         behind.meta_get("anything", "v")
+
+
+def test_pooled_and_hash_clients_send_meta_commands_to_the_keys_server(
+    three_memcacheds: list[MemcachedServer], key: Key
+) -> None:
+    cluster = HashClient([s.address for s in three_memcacheds])
+    names = [key(f"k{i}") for i in range(20)]
+    for name in names:
+        assert cluster.meta_set(name, name.encode(), "T60").status == "HD"
+    for name in names:
+        assert cluster.meta_get(name, "v").value == name.encode()
+        assert cluster.get(name) == name.encode()  # the same server as the classic commands
+    assert cluster.meta_delete(names[0]).status == "HD"
+    assert cluster.meta_arithmetic(key("n"), "N0", "J7", "v").value == b"7"
 
 
 def test_a_killed_caller_of_a_batch_cuts_only_its_own_connection(
