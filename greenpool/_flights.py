@@ -75,11 +75,12 @@ def _seconds(name: str, value: Any, minimum: int) -> int:
 def check_options(
     compute: Any,
     ttl: Any,
-    lease_ttl: Any,
-    recache_before: Any,
-    serve_stale: Any,
-    wait: Any,
-    default: Any,
+    *,
+    lease_ttl: Any = 30,
+    recache_before: Any = None,
+    serve_stale: Any = True,
+    wait: Any = 2.0,
+    default: Any = None,
 ) -> Options:
     """Check get_or_compute's arguments, each error naming its parameter.
 

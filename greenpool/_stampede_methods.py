@@ -41,19 +41,11 @@ class PooledStampede:
         """This client's flights, lease batcher and background recomputes."""
         return Stampede(self.pool, self.serde, self.encoding)
 
-    def get_or_compute(
-        self,
-        key: Any,
-        compute: Callable[[], Any],
-        ttl: int,
-        *,
-        lease_ttl: int = 30,
-        recache_before: Optional[int] = None,
-        serve_stale: bool = True,
-        wait: float = 2.0,
-        default: Any = None,
-    ) -> Any:
-        """Return the value of *key*, computing it with ``compute()`` when it is
+    def get_or_compute(self, key: Any, compute: Callable[[], Any], ttl: int, **options: Any) -> Any:
+        """``get_or_compute(key, compute, ttl, *, lease_ttl=30, recache_before=None,
+        serve_stale=True, wait=2.0, default=None)``
+
+        Return the value of *key*, computing it with ``compute()`` when it is
         missing, at most once at a time per key across every process that shares
         the server (memcached 1.6.10 or newer; README.rst, "Stampede protection").
 
@@ -77,12 +69,13 @@ class PooledStampede:
         kill withdraws only that waiter; the computing caller's makes another
         caller compute.
 
-        :raises TypeError, ValueError: a bad argument, named, before anything is sent.
+        :raises TypeError, ValueError: a bad or unknown argument, named, before
+            anything is sent.
         :raises MemcacheIllegalInputError: a bad key.
         """
-        options = check_options(compute, ttl, lease_ttl, recache_before, serve_stale, wait, default)
+        checked = check_options(compute, ttl, **options)
         wire = check_wire_key(self.check_key(key))
-        return self.stampede.get_or_compute(key, wire, compute, options, self._cache_failed)
+        return self.stampede.get_or_compute(key, wire, compute, checked, self._cache_failed)
 
     def invalidate(self, key: Any, stale_ttl: Optional[int] = 30) -> bool:
         """Mark *key*'s value stale for *stale_ttl* seconds (``md <key> I
@@ -112,23 +105,12 @@ class ClusterStampede:
         def _succeeded(self, server: Any, retried: Optional[dict[str, Any]]) -> None: ...
         def _mark_failed_server(self, server: Any) -> None: ...
 
-    def get_or_compute(
-        self,
-        key: Any,
-        compute: Callable[[], Any],
-        ttl: int,
-        *,
-        lease_ttl: int = 30,
-        recache_before: Optional[int] = None,
-        serve_stale: bool = True,
-        wait: float = 2.0,
-        default: Any = None,
-    ) -> Any:
+    def get_or_compute(self, key: Any, compute: Callable[[], Any], ttl: int, **options: Any) -> Any:
         """:meth:`PooledClient.get_or_compute <greenpool.PooledClient.get_or_compute>`
         on the key's server. Where HashClient's failover would answer a default
         (a server waiting out *retry_timeout*, or failing with *ignore_exc*), the
         value is computed, in one caller per process, and not stored."""
-        options = check_options(compute, ttl, lease_ttl, recache_before, serve_stale, wait, default)
+        checked = check_options(compute, ttl, **options)
         client = self._get_client(key)
         if client is None:  # ignore_exc, and no server left
             return compute()
@@ -144,7 +126,7 @@ class ClusterStampede:
 
         wire = check_wire_key(client.check_key(key))
         value = client.stampede.get_or_compute(
-            key, wire, compute, options, failed, offline=not may_send
+            key, wire, compute, checked, failed, offline=not may_send
         )
         if may_send and not failures:
             self._succeeded(server, retried)

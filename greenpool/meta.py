@@ -238,23 +238,28 @@ class MetaCommands:
         key and control bytes other than whitespace and NUL through)."""
         return check_wire_key(self.check_key(key, self.key_prefix))
 
+    def _one(
+        self, command: str, key: Any, flags: tuple[str | bytes, ...], value: Optional[bytes] = None
+    ) -> MetaReply:
+        return self.meta_batch([MetaRequest(command, self.meta_key(key), flags, value)])[0]
+
     def meta_get(self, key: Any, *flags: str | bytes) -> MetaReply:
         """``mg <key> <flags>``: ``VA`` with ``"v"`` and a hit, ``HD`` without, ``EN``."""
-        return self.meta_batch([MetaRequest("mg", self.meta_key(key), flags)])[0]
+        return self._one("mg", key, flags)
 
     def meta_set(self, key: Any, value: bytes, *flags: str | bytes) -> MetaReply:
         """``ms <key> <len(value)> <flags>`` and *value* (bytes, stored as they are):
         ``HD``, ``NS``, ``EX`` or ``NF``."""
-        return self.meta_batch([MetaRequest("ms", self.meta_key(key), flags, value)])[0]
+        return self._one("ms", key, flags, value)
 
     def meta_delete(self, key: Any, *flags: str | bytes) -> MetaReply:
         """``md <key> <flags>`` (``"I"``, ``"T30"``: invalidate instead): ``HD``, ``NF``, ``EX``."""
-        return self.meta_batch([MetaRequest("md", self.meta_key(key), flags)])[0]
+        return self._one("md", key, flags)
 
     def meta_arithmetic(self, key: Any, *flags: str | bytes) -> MetaReply:
         """``ma <key> <flags>`` (``"D5"``, ``"MD"``, ``"N0"``, ``"v"``...): ``VA`` with
         the number for ``"v"``, ``HD``, ``NF``, ``NS``, ``EX``."""
-        return self.meta_batch([MetaRequest("ma", self.meta_key(key), flags)])[0]
+        return self._one("ma", key, flags)
 
     def meta_noop(self) -> MetaReply:
         """``mn``: ``MN``, once every command before it was answered."""

@@ -432,6 +432,7 @@ def test_a_server_down_raises_in_every_caller_unless_ignore_exc_computes_without
         ({"key": "a b"}, MemcacheIllegalInputError, "whitespace"),
         ({"key": ""}, MemcacheIllegalInputError, "key must be"),
         ({"key": "ctrl\x01"}, MemcacheIllegalInputError, "key must be"),
+        ({"lease": 30}, TypeError, "lease"),
     ],
     ids=repr,
 )

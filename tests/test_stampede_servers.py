@@ -105,21 +105,25 @@ def test_hash_client_computes_each_key_on_its_server_and_sums_the_stats(
 def test_hash_client_with_ignore_exc_computes_a_dead_servers_keys_without_it(
     three_memcacheds: list[MemcachedServer], key: Key
 ) -> None:
-    """A stopped server's keys are computed (once per process and key) and not
-    stored; the other servers' keys are cached as usual."""
-    cluster = HashClient(
-        [s.address for s in three_memcacheds], ignore_exc=True, retry_attempts=0
-    )
+    """A stopped server's key is computed, once per process at a time, and not
+    stored: the first call fails over to computing, the next, while the server
+    waits out retry_timeout, does not try it. Other servers' keys are cached."""
+    cluster = HashClient([s.address for s in three_memcacheds], ignore_exc=True)
+    servers = {name: cluster._get_client(name).server for name in map(key, "abcdefghijkl")}
+    dead = next(name for name, server in servers.items() if server == three_memcacheds[0].address)
+    alive = next(name for name, server in servers.items() if server != three_memcacheds[0].address)
     three_memcacheds[0].stop()
-    dead = next(
-        key(f"k{i}")
-        for i in range(100)
-        if cluster._get_client(key(f"k{i}")).server == three_memcacheds[0].address
-    )
+    pool = cluster._get_client(dead).pool
+    reserves = []
     for _ in range(2):
         compute = Compute("computed", seconds=0.05)
         jobs = herd(5, lambda: cluster.get_or_compute(dead, compute, 60))  # noqa: B023
         assert [job.value for job in jobs] == [b"computed"] * 5 and compute.calls == 1
+        reserves.append(pool.stats()["reserves"])
+    assert three_memcacheds[0].address in cluster._failed_clients
+    assert reserves[1] == reserves[0]  # the second time, the server was not tried
+    assert cluster.get_or_compute(alive, Compute("cached"), 60) == b"cached"
+    assert cluster.get(alive) == b"cached"
 
 
 def test_django_get_or_set_computes_once_for_concurrent_requests(
