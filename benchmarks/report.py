@@ -18,6 +18,8 @@ from benchmarks import chart
 README = Path(__file__).resolve().parent.parent / "README.rst"
 BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
 END = ".. end benchmark results"
+HERD_BEGIN = ".. begin herd results"
+HERD_END = ".. end herd results"
 CHART_IN_README = "benchmarks/results/chart.png"
 
 Results = dict[str, Any]
@@ -449,4 +451,16 @@ def update_readme(results: Results, readme: Path = README) -> None:
         ]
     )
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text))
+    text = pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text)
+    if "herd" in results:
+        text = replace_herd_table(text, results["herd"])
+    readme.write_text(text)
+
+
+def replace_herd_table(text: str, herd: Results) -> str:
+    """*text* (README.rst) with the herd table of *herd* between its herd markers."""
+    if HERD_BEGIN not in text or HERD_END not in text:
+        raise RuntimeError(f"README.rst has no '{HERD_BEGIN}' ... '{HERD_END}' markers")
+    table = rst_table(HERD_COLUMNS, herd_rows(herd))
+    pattern = re.compile(re.escape(HERD_BEGIN) + ".*?" + re.escape(HERD_END), re.DOTALL)
+    return pattern.sub(lambda _: f"{HERD_BEGIN}\n\n{table}\n\n{HERD_END}", text)
