@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart
+from benchmarks import chart, herd
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
@@ -271,69 +271,20 @@ def autobatching_targets(results: Results) -> list[tuple[bool, str]]:
     return found
 
 
-HERD_COLUMNS = (
-    "workload",
-    "strategy",
-    "events",
-    "recomputes",
-    "most per event",
-    "reads",
-    "waited > 50 ms",
-    "p50 ms",
-    "p99 ms",
-    "max ms",
-    "errors",
-)
-
-
-def herd_rows(herd: Results) -> list[list[str]]:
-    return [
-        [
-            row["mode"],
-            row["strategy"],
-            f"{row['events']}",
-            f"{row['recomputes']:,}",
-            f"{row['most']:,}",
-            f"{row['reads']:,}",
-            f"{row['waited']:,}",
-            f"{row['p50_ms']:.2f}",
-            f"{row['p99_ms']:.1f}",
-            f"{row['max_ms']:.1f}",
-            f"{row['errors']:,}",
-        ]
-        for row in herd["rows"]
-    ]
-
-
-def herd_targets(herd: Results) -> list[tuple[bool, str]]:
-    """Issue 22's targets: get_or_compute (on memcached) recomputes at most once per
-    event, and its p99 after warm-up is at most 50 ms, in both workloads."""
-    found = []
-    for row in herd["rows"]:
-        if row["strategy"] != "get_or_compute":
-            continue
-        ok = row["most"] <= 1 and row["p99_ms"] <= 50
-        found.append(
-            (
-                ok,
-                f"{row['mode']}: at most {row['most']} recompute per event over {row['events']} "
-                f"events (target ≤ 1), p99 {row['p99_ms']:.1f} ms after warm-up (target ≤ 50 ms)",
-            )
-        )
-    return found
-
-
-def herd_section(herd: Results) -> list[str]:
+def herd_section(results: Results) -> list[str]:
+    part = results["herd"]
     return [
         "## Stampede protection (issue 22)",
-        f"One hot key read by {herd['processes']} processes × {herd['greenlets']} greenlets "
-        f"(think time 20–60 ms), whose compute takes {herd['compute_s']} s, for "
-        f"{herd['seconds']:.0f} s a round. **expire**: ttl 4 s, nobody writes, get_or_compute "
+        f"One hot key read by {part['processes']} processes × {part['greenlets']} greenlets "
+        f"(think time 20–60 ms), whose compute takes {part['compute_s']} s, for "
+        f"{part['seconds']:.0f} s a round. **expire**: ttl 4 s, nobody writes, get_or_compute "
         f"with recache_before=2. **invalidate**: ttl 1 h, one process invalidates the key every "
         f"second (naive: delete). Events are expiries, refreshes or invalidations; latencies "
         f"are of the reads begun after the first second (warm-up).",
-        markdown_table(HERD_COLUMNS, herd_rows(herd)),
-        "\n".join(f"- {'met' if ok else '**missed**'}: {text}" for ok, text in herd_targets(herd)),
+        markdown_table(herd.COLUMNS, herd.rows(results)),
+        "\n".join(
+            f"- {'met' if ok else '**missed**'}: {text}" for ok, text in herd.targets(results)
+        ),
     ]
 
 
@@ -403,7 +354,7 @@ def markdown(results: Results) -> str:
             ),
         ]
     if "herd" in results:
-        parts += herd_section(results["herd"])
+        parts += herd_section(results)
     batching = autobatching_targets(results)
     if batching:
         parts += [
@@ -453,14 +404,14 @@ def update_readme(results: Results, readme: Path = README) -> None:
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
     text = pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text)
     if "herd" in results:
-        text = replace_herd_table(text, results["herd"])
+        text = replace_herd_table(text, results)
     readme.write_text(text)
 
 
-def replace_herd_table(text: str, herd: Results) -> str:
-    """*text* (README.rst) with the herd table of *herd* between its herd markers."""
+def replace_herd_table(text: str, results: Results) -> str:
+    """*text* (README.rst) with the herd table of *results* between its herd markers."""
     if HERD_BEGIN not in text or HERD_END not in text:
         raise RuntimeError(f"README.rst has no '{HERD_BEGIN}' ... '{HERD_END}' markers")
-    table = rst_table(HERD_COLUMNS, herd_rows(herd))
+    table = rst_table(herd.COLUMNS, herd.rows(results))
     pattern = re.compile(re.escape(HERD_BEGIN) + ".*?" + re.escape(HERD_END), re.DOTALL)
     return pattern.sub(lambda _: f"{HERD_BEGIN}\n\n{table}\n\n{HERD_END}", text)

@@ -1,5 +1,5 @@
 """The parts of get_or_compute that are neither the wire nor the flow: options,
-outcomes, counters, a computed value as stored.
+outcomes, what a lease reply asks for, counters, a computed value as stored.
 
 :func:`check_options` checks get_or_compute's arguments by name before anything
 is sent. A flight's outcome is a :class:`Raw` value (what memcached stores:
@@ -16,19 +16,26 @@ from typing import Any, NamedTuple, Optional, TypedDict, cast
 from pymemcache.exceptions import MemcacheIllegalInputError
 
 from greenpool._checks import MEMCACHED_RANGES, check_bool, check_memcached_integer, check_seconds
+from greenpool.meta import MetaReply, MetaRequest
 
 __all__ = [
+    "COMPUTE",
     "FIRST_POLL",
     "MAX_POLL",
     "POLL_FACTOR",
+    "REFRESH",
     "RETRY",
     "TIMED_OUT",
+    "VALUE",
+    "WAIT",
     "Counts",
     "OnCacheError",
     "Options",
     "Raw",
     "StampedeStats",
+    "action",
     "check_options",
+    "release_request",
     "serialized",
 ]
 
@@ -108,6 +115,35 @@ def check_options(
 def check_stale_ttl(stale_ttl: Any) -> Optional[int]:
     """invalidate's *stale_ttl*: ``None`` (delete), or at least 1 second."""
     return None if stale_ttl is None else _seconds("stale_ttl", stale_ttl, 1)
+
+
+#: What a lease reply asks of its leader (:func:`action`).
+VALUE, REFRESH, COMPUTE, WAIT = "value", "refresh", "compute", "wait"
+
+
+def action(reply: MetaReply, serve_stale: bool) -> str:
+    """What a leader does with *reply* to its lease request (flags ``v c k N``)."""
+    if reply.status == "EN":  # no stub (out of memory?): compute, store with add
+        return COMPUTE
+    if not reply.value:  # the lease's stub: ours (W), another's (Z), or a stored b""
+        return COMPUTE if reply.win else WAIT if reply.won_elsewhere else VALUE
+    if reply.win:  # an early recache, or an invalidated value: recompute
+        return REFRESH if serve_stale or not reply.stale else COMPUTE
+    return WAIT if reply.stale and not serve_stale else VALUE
+
+
+def release_request(reply: MetaReply) -> Optional[MetaRequest]:
+    """What gives back the lease *reply* won, if anything: the stub is deleted (if
+    still ours), an invalidated value is marked stale again so the next caller
+    wins; an early recache lapses by itself."""
+    cas, key = reply.cas, reply.key
+    if not reply.win or cas is None or key is None:
+        return None
+    if not reply.value:
+        return MetaRequest("md", key, [f"C{cas}"])
+    if reply.stale:
+        return MetaRequest("md", key, ["I", f"C{cas}"])
+    return None
 
 
 def serialized(serde: Any, wire: bytes, value: Any, encoding: str) -> Raw:

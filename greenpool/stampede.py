@@ -7,7 +7,7 @@ other leaders' of this loop iteration (:class:`greenpool._leases.LeaseBatcher`):
 
     mg <key> v f c k N<lease_ttl> [R<recache_before>]
 
-and acts on the reply (:func:`_action`): a value is returned; ``W`` on the
+and acts on the reply (:func:`greenpool._flights.action`): a value is returned; ``W`` on the
 empty stub (a miss) means compute now and store with the stub's CAS
 (``ms <key> <len> T<ttl> F<flags> C<cas>``); ``W`` with a value (an early
 recache, or an invalidated value) means return it and recompute in a background
@@ -36,16 +36,21 @@ from gevent.event import AsyncResult
 
 from greenpool import _classic, _fork
 from greenpool._flights import (
+    COMPUTE,
     FIRST_POLL,
     MAX_POLL,
     POLL_FACTOR,
+    REFRESH,
     RETRY,
     TIMED_OUT,
+    VALUE,
     Counts,
     OnCacheError,
     Options,
     Raw,
     StampedeStats,
+    action,
+    release_request,
     serialized,
 )
 from greenpool._leases import LeaseBatcher
@@ -57,34 +62,6 @@ __all__ = ["Stampede"]
 
 log = logging.getLogger("greenpool")
 _monotonic = time.monotonic
-
-# What a lease reply asks of its leader.
-_VALUE, _REFRESH, _COMPUTE, _WAIT = "value", "refresh", "compute", "wait"
-
-
-def _action(reply: MetaReply, serve_stale: bool) -> str:
-    """What a leader does with *reply* to its lease request (flags ``v c k N``)."""
-    if reply.status == "EN":  # no stub (out of memory?): compute, store with add
-        return _COMPUTE
-    if not reply.value:  # the lease's stub: ours (W), another's (Z), or a stored b""
-        return _COMPUTE if reply.win else _WAIT if reply.won_elsewhere else _VALUE
-    if reply.win:  # an early recache, or an invalidated value: recompute
-        return _REFRESH if serve_stale or not reply.stale else _COMPUTE
-    return _WAIT if reply.stale and not serve_stale else _VALUE
-
-
-def _release(reply: MetaReply) -> Optional[MetaRequest]:
-    """What gives back the lease *reply* won, if anything: the stub is deleted (if
-    still ours), an invalidated value is marked stale again so the next caller
-    wins; an early recache lapses by itself."""
-    cas, key = reply.cas, reply.key
-    if not reply.win or cas is None or key is None:
-        return None
-    if not reply.value:
-        return MetaRequest("md", key, [f"C{cas}"])
-    if reply.stale:
-        return MetaRequest("md", key, ["I", f"C{cas}"])
-    return None
 
 
 class Stampede:
@@ -201,19 +178,19 @@ class Stampede:
         delay = FIRST_POLL
         while True:
             try:
-                reply = self.leases.ask(lease, _release)
+                reply = self.leases.ask(lease, release_request)
             except Exception as exc:
                 if not failed(exc):
                     raise
                 return self.computed(wire, compute)
-            action = _action(reply, opts.serve_stale)
-            if action is _VALUE or action is _REFRESH:
+            todo = action(reply, opts.serve_stale)
+            if todo is VALUE or todo is REFRESH:
                 assert reply.value is not None
-                if action is _REFRESH:
+                if todo is REFRESH:
                     self.counts.lease_wins += 1
                     self._refresh_later(wire, compute, opts.ttl, reply)
                 return Raw(reply.value, reply.client_flags or 0, reply.stale)
-            if action is _COMPUTE:
+            if todo is COMPUTE:
                 self.counts.lease_wins += 1
                 raw = self.computed(wire, compute, reply)
                 self.store(wire, raw, opts.ttl, reply, failed)
@@ -242,7 +219,7 @@ class Stampede:
             raise
         finally:
             stored = raw is not None and raw.data
-            release = None if won is None or stored else _release(won)
+            release = None if won is None or stored else release_request(won)
             if release is not None:
                 self.leases.send(release)  # never blocks: fit for a killed greenlet
         return raw
