@@ -141,9 +141,9 @@ class LeaseBatcher:
         except BaseException as exc:  # killed: no caller may see a GreenletExit
             interrupted = exc
             error = PoolError(f"meta requests to pool {self.pool.name!r} were interrupted: {exc!r}")
-        if epoch != _fork.epoch:
+        if epoch != _fork.epoch:  # the child: its _after_fork may have let go of the hub
             error = PoolError(f"the process forked while meta requests to {self.pool.name!r} ran")
-        self._hub.loop.run_callback(self._wake, chunk, replies, error)
+        (self._hub or get_hub()).loop.run_callback(self._wake, chunk, replies, error)
         if interrupted is not None:
             raise interrupted
 
