@@ -1,6 +1,6 @@
 # make demo: the WSGI example under load.  make test: lint, types and tests.
 # make serve: the WSGI example on http://127.0.0.1:$(PORT)/ until Ctrl-C.
-# make bench: greenpool against the alternatives (~5 minutes), into benchmarks/results/.
+# make bench: greenpool against the alternatives (~6 minutes), into benchmarks/results/.
 # Each target installs what it needs.
 PYTHON ?= python3
 VENV ?= .venv

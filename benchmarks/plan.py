@@ -95,13 +95,14 @@ WORKLOADS = (
 )
 
 
-PARTS = ("overhead", *(w.key for w in WORKLOADS), "wsgi")
+PARTS = ("overhead", *(w.key for w in WORKLOADS), "wsgi", "herd")
 
 
 @dataclass(frozen=True)
 class Plan:
     """How much to run: *rounds* alternating rounds of every contender, each
-    round's window *seconds* long; greenlet counts times *scale*."""
+    round's window *seconds* long; greenlet counts times *scale*; each herd
+    round (one per workload and strategy) *herd_seconds* long."""
 
     rounds: int
     seconds: float
@@ -111,6 +112,7 @@ class Plan:
     loops: int
     gets: int
     profile: bool
+    herd_seconds: float = 8.0
     only: tuple[str, ...] = PARTS
     compare: str | None = None  # another checkout, whose greenpool runs the COMPARED rows
 
@@ -135,4 +137,5 @@ QUICK = replace(
     loops=50_000,
     gets=300,
     profile=False,
+    herd_seconds=3.0,
 )

@@ -13,13 +13,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart
+from benchmarks import chart, herd
 from benchmarks.plan import BASE, NO_EXTRAS
 from benchmarks.targets import pipelining_targets
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
 END = ".. end benchmark results"
+HERD_BEGIN = ".. begin herd results"
+HERD_END = ".. end herd results"
 CHART_IN_README = "benchmarks/results/chart.png"
 
 Results = dict[str, Any]
@@ -287,6 +289,23 @@ def autobatching_targets(results: Results) -> list[tuple[bool, str]]:
     return found
 
 
+def herd_section(results: Results) -> list[str]:
+    part = results["herd"]
+    return [
+        "## Stampede protection (issue 22)",
+        f"One hot key read by {part['processes']} processes × {part['greenlets']} greenlets "
+        f"(think time 20–60 ms), whose compute takes {part['compute_s']} s, for "
+        f"{part['seconds']:.0f} s a round. **expire**: ttl 4 s, nobody writes, get_or_compute "
+        f"with recache_before=2. **invalidate**: ttl 1 h, one process invalidates the key every "
+        f"second (naive: delete). Events are expiries, refreshes or invalidations; latencies "
+        f"are of the reads begun after the first second (warm-up).",
+        markdown_table(herd.COLUMNS, herd.rows(results)),
+        "\n".join(
+            f"- {'met' if ok else '**missed**'}: {text}" for ok, text in herd.targets(results)
+        ),
+    ]
+
+
 # -- the report ------------------------------------------------------------------------
 
 
@@ -319,11 +338,12 @@ def markdown(results: Results) -> str:
             "the bare sleep(0).",
             markdown_table(["measure", "time"], overhead_rows(results)),
         ]
-    parts += [
-        "## Throughput",
-        "\n".join(f"- **{w['key']}**: {w['title']}" for w in results["workloads"]),
-        markdown_table(COLUMNS, table_rows(results)),
-    ]
+    if results["workloads"]:
+        parts += [
+            "## Throughput",
+            "\n".join(f"- **{w['key']}**: {w['title']}" for w in results["workloads"]),
+            markdown_table(COLUMNS, table_rows(results)),
+        ]
     kinds = [
         f"- {w['key']} / {name}: " + "; ".join(f"{n:,} × `{what}`" for what, n in kinds.items())
         for w in results["workloads"]
@@ -353,6 +373,8 @@ def markdown(results: Results) -> str:
                 for ok, text in cluster_targets(results)
             ),
         ]
+    if "herd" in results:
+        parts += herd_section(results)
     batching = autobatching_targets(results)
     if batching:
         parts += [
@@ -406,4 +428,16 @@ def update_readme(results: Results, readme: Path = README) -> None:
         ]
     )
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text))
+    text = pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text)
+    if "herd" in results:
+        text = replace_herd_table(text, results)
+    readme.write_text(text)
+
+
+def replace_herd_table(text: str, results: Results) -> str:
+    """*text* (README.rst) with the herd table of *results* between its herd markers."""
+    if HERD_BEGIN not in text or HERD_END not in text:
+        raise RuntimeError(f"README.rst has no '{HERD_BEGIN}' ... '{HERD_END}' markers")
+    table = rst_table(herd.COLUMNS, herd.rows(results))
+    pattern = re.compile(re.escape(HERD_BEGIN) + ".*?" + re.escape(HERD_END), re.DOTALL)
+    return pattern.sub(lambda _: f"{HERD_BEGIN}\n\n{table}\n\n{HERD_END}", text)

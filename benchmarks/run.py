@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import benchmarks
-from benchmarks import report, servers, wsgi_load
+from benchmarks import herd, report, servers, wsgi_load
 from benchmarks.plan import (
     ASYNCIO,
     BASE,
@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     if plan.scale != 1.0:
-        plan = replace(plan, loops=min(plan.loops, 2_000), gets=min(plan.gets, 50))
+        plan = replace(
+            plan,
+            loops=min(plan.loops, 2_000),
+            gets=min(plan.gets, 50),
+            herd_seconds=min(plan.herd_seconds, 2.0),
+        )
     full = plan == FULL
     out = args.out or (RESULTS if full else QUICK_RESULTS)
     started = time.monotonic()
@@ -151,6 +156,8 @@ def run(plan: Plan) -> dict[str, Any]:
         ]
         if "wsgi" in plan.only:
             results["workloads"].append(_wsgi(plan, memcached["default"], workers.kind("gevent")))
+        if "herd" in plan.only:
+            results["herd"] = herd.run(memcached["default"], plan.herd_seconds, plan.scale)
         if plan.profile and "get" in plan.only:
             progress("profile: cProfile of the hot path")
             first = results["workloads"][0]

@@ -1,7 +1,7 @@
 """``python -m benchmarks.worker_process gevent|asyncio``: one worker process.
 
 The gevent worker runs greenpool and pymemcache (:mod:`benchmarks.gevent_side`,
-:mod:`benchmarks.overhead`), the asyncio worker runs emcache
+:mod:`benchmarks.overhead`, :mod:`benchmarks.herd_side`), the asyncio worker runs emcache
 (:mod:`benchmarks.asyncio_side`); both answer requests as
 :func:`benchmarks.workers.serve` says, and raise their descriptor limit first:
 5,000 dedicated clients need 5,000 descriptors. A gevent worker imports only
@@ -18,7 +18,7 @@ from benchmarks.workers import raise_open_files, serve
 def main(kind: str) -> None:
     raise_open_files()
     if kind == "gevent":
-        from benchmarks import gevent_side, overhead
+        from benchmarks import gevent_side, herd_side, overhead
 
         serve(
             {
@@ -26,6 +26,7 @@ def main(kind: str) -> None:
                 "round": gevent_side.run_round,
                 "overhead": overhead.overhead,
                 "profile": overhead.profile,
+                "herd": herd_side.run,
             }
         )
     elif kind == "asyncio":

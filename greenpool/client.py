@@ -15,10 +15,12 @@ from typing import Any
 
 from greenpool._checks import check_bool, check_key, check_seconds, check_size
 from greenpool._front import PIPELINED, Front
+from greenpool._stampede_methods import PooledStampede
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.connection import Client
 from greenpool.errors import PoolError, PoolTimeout
 from greenpool.factory import client_factory, client_settings
+from greenpool.meta import MetaCommands
 from greenpool.pool import DEFAULT_MAXSIZE, DEFAULT_TIMEOUT, ClientPool
 from greenpool.stats import PoolStats
 
@@ -153,7 +155,7 @@ class PooledClientStats(PoolStats, BatchStats):
     batcher's (zeros without autobatching); README.rst documents each key."""
 
 
-class PooledClient:
+class PooledClient(PooledStampede):
     """A drop-in for pymemcache's ``PooledClient`` that waits instead of failing.
 
     Each command reserves one client from a :class:`~greenpool.ClientPool` of
@@ -177,7 +179,9 @@ class PooledClient:
     such as ``name``. *autobatch* sends get, gets, get_many and gets_many
     through an :class:`~greenpool.AutoBatcher` (``self.batcher``): the gets
     of concurrent greenlets go out together, in commands of at most
-    *autobatch_max_keys* keys.
+    *autobatch_max_keys* keys. :meth:`get_or_compute` computes a missing value
+    once across processes (memcached's meta protocol), and the ``meta_*``
+    methods are :class:`greenpool.Client`'s.
 
     >>> mc = PooledClient(memcached_address, max_pool_size=4)
     >>> mc.set("pooled", "yes")
@@ -272,8 +276,16 @@ class PooledClient:
         As pymemcache's ``PooledClient.close`` (which Django calls after every
         request), the client stays usable. Unlike it, a command in flight in
         another greenlet is not cut off: its client comes back connected.
+        get_or_compute's background recomputes are waited for first.
         """
+        if "stampede" in self.__dict__:
+            self.stampede.join()
         self.pool.disconnect_idle()
+
+    def _cache_failed(self, exc: Exception) -> bool:
+        """Whether get_or_compute goes on without the cache after *exc*: with
+        *ignore_exc*, for the errors it turns into misses."""
+        return self.ignore_exc and missable(exc)
 
     disconnect_all = close
 
@@ -300,6 +312,12 @@ class PooledClient:
     flush_all = _command(Client.flush_all)
     quit = _command(Client.quit)
     shutdown = _command(Client.shutdown)
+    meta_batch = _command(MetaCommands.meta_batch)
+    meta_get = _command(MetaCommands.meta_get)
+    meta_set = _command(MetaCommands.meta_set)
+    meta_delete = _command(MetaCommands.meta_delete)
+    meta_arithmetic = _command(MetaCommands.meta_arithmetic)
+    meta_noop = _command(MetaCommands.meta_noop)
 
     # pymemcache's own, written in terms of get, set and delete above.
     __getitem__ = Client.__getitem__

@@ -26,6 +26,7 @@ from pymemcache.exceptions import MemcacheError
 
 from greenpool._checks import check_bool, check_key, check_key_prefix, check_seconds, check_size
 from greenpool._failover import Failover, _monotonic
+from greenpool._stampede_methods import ClusterStampede
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS
 from greenpool.client import PooledClient, PooledClientStats, check_pool_arguments
 from greenpool.factory import CLIENT_DEFAULTS, check_client_options
@@ -40,7 +41,7 @@ PLACEMENT_MEMO = 8192
 # What memcached's tokenizer ends a key at: controls (line ends, tab, NUL...), space, DEL.
 
 
-class HashClient(Failover, _PymemcacheHashClient):  # type: ignore[misc]
+class HashClient(ClusterStampede, Failover, _PymemcacheHashClient):  # type: ignore[misc]
     """pymemcache's ``HashClient``, each server served by a :class:`~greenpool.PooledClient`.
 
     Keys are spread over *servers* by *hasher*: by default
@@ -59,7 +60,8 @@ class HashClient(Failover, _PymemcacheHashClient):  # type: ignore[misc]
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
     *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
     *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
-    with *autobatch*, each server batches the gets sent to it. *key_prefix* may
+    with *autobatch*, each server batches the gets sent to it; get_or_compute,
+    invalidate and the meta commands go to the key's server. *key_prefix* may
     be ``str`` (ASCII, or UTF-8 with *allow_unicode_keys*) or ``bytes``. Client
     options default to :data:`~greenpool.CLIENT_DEFAULTS` rather than
     pymemcache's (which wait forever and, unpatched, block the hub).

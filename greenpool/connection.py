@@ -57,6 +57,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownErro
 from greenpool._checks import check_key, check_key_prefix, check_memcached_integer
 from greenpool._named import mark, naming, server_name
 from greenpool._reply import Value, fits, read_values, value_header
+from greenpool.meta import MetaCommands
 
 __all__ = ["IN_STEP", "Client", "Exchange", "Outcome"]
 
@@ -75,11 +76,12 @@ IN_STEP = "greenpool_read_past"
 Outcome = Union[Value, None, Exception]
 
 
-class Client(_PymemcacheClient):  # type: ignore[misc]
+class Client(MetaCommands, _PymemcacheClient):  # type: ignore[misc]
     """A pymemcache ``Client`` whose connection is never left out of step.
 
     Same constructor, commands and results as pymemcache's; what differs is
     what happens when a command does not finish (see the module docstring).
+    It adds memcached's meta commands (:class:`greenpool.meta.MetaCommands`).
     :func:`greenpool.client_factory` builds these.
     """
 

@@ -30,6 +30,7 @@ from typing import Any
 import pymemcache
 import pymemcache.exceptions
 import pymemcache.serde
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.memcached import BaseMemcachedCache
 
 from greenpool._shared import OneServerClient, SharedCluster
@@ -64,7 +65,9 @@ class MemcachedCache(BaseMemcachedCache):  # type: ignore[misc]
     (``allow_unicode_keys``, ``default_noreply=False``, pickled values).
 
     The client is built, and the OPTIONS checked, when the backend is made;
-    nothing connects until the first command.
+    nothing connects until the first command. :meth:`get_or_set` computes a
+    missing value once across processes (:meth:`HashClient.get_or_compute
+    <greenpool.HashClient.get_or_compute>`).
     """
 
     _options: dict[str, Any]  # the client's keyword arguments
@@ -95,3 +98,26 @@ class MemcachedCache(BaseMemcachedCache):  # type: ignore[misc]
         manages its connections. Disconnecting would cost every request a new
         connection and reset the failover state of several servers.
         """
+
+    def get_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> Any:
+        """Django's ``get_or_set``, with stampede protection: a missing value is
+        computed (``default()``, or *default* itself if it is not callable) at most
+        once at a time per key, across processes, by get_or_compute with its
+        defaults (a lease of 30 s, waiters served within 2 s or given ``None``).
+        Django's own calls ``default()`` in every caller that misses at once. A
+        *timeout* of 0 (expire at once) computes and stores nothing, as Django's."""
+        key = self.make_and_validate_key(key, version=version)
+        compute = default if callable(default) else lambda: default
+        seconds = self.get_backend_timeout(timeout)
+        if seconds < 0:
+            return compute()
+        return self._cache.get_or_compute(key, compute, seconds)
+
+    def invalidate(self, key: Any, stale_ttl: int | None = 30, version: Any = None) -> bool:
+        """Mark *key*'s value stale (``md <key> I``): :meth:`get_or_set` serves it
+        while one caller recomputes; see :meth:`HashClient.invalidate
+        <greenpool.HashClient.invalidate>`."""
+        key = self.make_and_validate_key(key, version=version)
+        return self._cache.invalidate(key, stale_ttl)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymemcache.serde
@@ -77,6 +77,11 @@ class MemcachedCache(FlaskMemcachedCache):
     sum stays below 2**64 (where memcached's ``incr`` wraps to 0), else
     both with ``gets`` then ``cas``, tried up to 100 times while other writers
     get there first (then ``None``, as cachelib's when its ``set`` fails).
+
+    :meth:`get_or_compute` computes a missing value once across processes.
+    Flask-Caching's ``cached`` and ``memoize`` decorators cannot use it: they
+    call ``get``, the function, then ``set`` in Flask-Caching's own code, which
+    a backend does not see as one operation.
     """
 
     def __init__(
@@ -144,6 +149,18 @@ class MemcachedCache(FlaskMemcachedCache):
         """Seconds from now up to 30 days, a Unix time beyond (as memcached reads them)."""
         seconds = CachelibBaseCache._normalize_timeout(self, timeout)
         return seconds + int(time.time()) if seconds > MAX_RELATIVE_EXPIRY else seconds
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Any], timeout: Any = None, **options: Any
+    ) -> Any:
+        """The value of *key*, computed by ``compute()`` at most once at a time per
+        key across processes: :meth:`HashClient.get_or_compute
+        <greenpool.HashClient.get_or_compute>` with this backend's key prefix and
+        *timeout* (seconds, ``None`` for the default, 0 for never); *options* are
+        its keyword arguments (``recache_before``, ``wait``...)."""
+        return self.client.get_or_compute(
+            self._normalize_key(key), compute, self._normalize_timeout(timeout), **options
+        )
 
     def inc(self, key: str, delta: int = 1) -> int | None:
         """Add *delta* to the value of *key* (or to 0), atomically; the new value.

@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import plan, wsgi_load
+from benchmarks import herd, plan, wsgi_load
 from tests.wsgi import REPO
 
 
 def test_quick_mode_runs_every_part_at_a_tiny_scale(tmp_path: Path) -> None:
     """``python -m benchmarks --quick`` at 1/100 scale, one round of 0.1 s: every
     workload has a row for every contender, with no error where none can happen,
-    and the report, chart and results are written where told, README.rst untouched."""
+    the herd part a row for every strategy, and the report, chart and results are
+    written where told, README.rst untouched."""
     readme = (REPO / "README.rst").read_text()
     command = [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--seconds", "0.1"]
     command += ["--scale", "0.01", "--out", str(tmp_path)]
@@ -35,6 +36,12 @@ def test_quick_mode_runs_every_part_at_a_tiny_scale(tmp_path: Path) -> None:
         assert list(wsgi["rows"]) == list(wsgi_load.VARIANTS)
         assert all(row["errors"] == 0 for row in wsgi["rows"].values())
     assert results["overhead"]["reserve_release_us"] > 0
+    rows = results["herd"]["rows"]
+    assert [(r["mode"], r["strategy"]) for r in rows] == [
+        (mode, strategy) for mode in herd.MODES for strategy in herd.STRATEGIES
+    ]
+    assert all(r["errors"] == 0 and r["reads"] > 0 for r in rows), rows
+    assert all(r["most"] <= 1 for r in rows if r["strategy"] != "naive get/set")
     assert "| get | ClientPool(16) |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert (REPO / "README.rst").read_text() == readme
