@@ -20,7 +20,7 @@ reaches the callers whose replies it did not read, and no one else.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from gevent import get_hub, spawn_raw
 from gevent.hub import Waiter
@@ -38,8 +38,9 @@ __all__ = ["Dispatch", "Ready"]
 
 _monotonic = time.monotonic
 _thread_ident = get_original("_thread", "get_ident")
-#: Callers to wake, each with what it raises (``None``: its outcome is recorded).
-Ready = list[tuple[Waiter, Optional[BaseException]]]
+#: Callers to wake (a Waiter, or an Op that hands its outcome on), each with what
+#: it raises (``None``: its outcome is recorded).
+Ready = list[tuple[Union[Waiter, Op], Optional[BaseException]]]
 
 
 class Dispatch:
@@ -114,8 +115,7 @@ class Dispatch:
             for op in ops:
                 op.done = False
         ready = answered(chunk, error) if chunk else []
-        ready += [(op.waiter, op.error if op.done else error) for op in ops if not op.noreply]
-        ready += [(op.waiter, error) for op in ops if op.noreply and not op.done]
+        ready += [(op, None if op.done else error) for op in ops if not (op.noreply and op.done)]
         self._hub.loop.run_callback(self._wake, ready, epoch)
         if interrupted is not None:
             raise interrupted
@@ -174,7 +174,7 @@ class Dispatch:
 
     def _sent_noreply(self, ops: list[Op]) -> None:
         """Noreply *ops* were sent: wake their callers now (a hub callback)."""
-        self._hub.loop.run_callback(self._wake, [(op.waiter, None) for op in ops], _fork.epoch, 0)
+        self._hub.loop.run_callback(self._wake, [(op, None) for op in ops], _fork.epoch, 0)
 
     def _wake(self, ready: Ready, epoch: int, holding: int = 1) -> None:
         """Wake a pipeline's callers, each with its error or None (a hub callback);
@@ -202,7 +202,7 @@ class Dispatch:
             forked = PoolError(
                 f"the process forked while a batch of pool {self.pool.name!r} waited"
             )
-            ready = answered(pending.values(), forked) + [(op.waiter, forked) for op in ops]
+            ready = answered(pending.values(), forked) + [(op, forked) for op in ops]
             if ready:
                 get_hub().loop.run_callback(self._wake, ready, -1)
         ident = _thread_ident()

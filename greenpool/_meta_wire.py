@@ -21,7 +21,7 @@ from pymemcache.exceptions import MemcacheIllegalInputError, MemcacheUnknownErro
 
 from greenpool._reply import RECV_SIZE, _at_least, _received
 
-__all__ = ["MAX_VALUE", "check_flag", "check_wire_key", "read_replies"]
+__all__ = ["MAX_VALUE", "check_flag", "read_replies"]
 
 #: The largest value read from a meta reply: memcached's largest item (``-I 1024m``).
 MAX_VALUE = 2**30
@@ -43,19 +43,6 @@ _NUMBERS = frozenset("cfhlst")
 
 def _safe(token: bytes) -> bool:
     return len(token.translate(None, _UNSAFE)) == len(token)
-
-
-def check_wire_key(key: bytes) -> bytes:
-    """Return *key* (as sent: encoded, prefixed) if memcached reads it as one key:
-    1 to 250 bytes, none of them space, a control byte or DEL.
-
-    :raises MemcacheIllegalInputError: it is not.
-    """
-    if not key or len(key) > MAX_KEY or not _safe(key):
-        raise MemcacheIllegalInputError(
-            f"key must be 1 to {MAX_KEY} bytes without space or control bytes, got {key!r}"
-        )
-    return key
 
 
 def check_flag(flag: Any) -> bytes:

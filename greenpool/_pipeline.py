@@ -23,6 +23,7 @@ pipeline without a reply.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -31,11 +32,20 @@ from greenpool.connection import IN_STEP, Client
 
 __all__ = ["Op", "run"]
 
+log = logging.getLogger("greenpool")
+
 
 class Op:
-    """One command of a pipeline: its bytes, its reply's reader, and its outcome."""
+    """One command of a pipeline: its bytes, its reply's reader, and its outcome.
 
-    __slots__ = ("cmd", "done", "error", "noreply", "read", "result", "waiter")
+    *waiter* is its caller's (``None``: nobody waits); *follow_up* is called with
+    the result if the caller left before it came (a ``gevent.Timeout``, a kill),
+    to do what the caller would have done with it (give back a lease it won).
+    """
+
+    __slots__ = (
+        "abandoned", "cmd", "done", "error", "follow_up", "noreply", "read", "result", "waiter",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -43,14 +53,31 @@ class Op:
         read: Callable[[Any], tuple[Any, bytes]],
         waiter: Any,
         noreply: bool = False,
+        follow_up: Optional[Callable[[Any], None]] = None,
     ) -> None:
         self.cmd = cmd
         self.read = read
         self.waiter = waiter  # the caller's, woken with the outcome
         self.noreply = noreply  # read reads nothing: answered once sent
+        self.follow_up = follow_up
+        self.abandoned = False  # the caller left before its outcome came
         self.done = False  # its reply was read: result or error
         self.result: Any = None
         self.error: Optional[BaseException] = None
+
+    def switch(self, error: Optional[BaseException]) -> None:
+        """Hand the outcome to the caller, with *error* if the pipeline failed
+        before this op's reply was read (a hub callback). If nobody waits for it
+        any more: its follow-up, or a debug log line for an error."""
+        waiter = self.waiter
+        if waiter is not None and not self.abandoned:
+            waiter.switch(error)
+            return
+        error = error or self.error
+        if error is not None:
+            log.debug("a command nobody waits for any more failed: %r", error)
+        elif self.follow_up is not None:
+            self.follow_up(self.result)
 
 
 class _Replay:

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from greenpool._flights import StampedeStats, check_options, check_stale_ttl, total
-from greenpool._meta_wire import check_wire_key
 from greenpool.meta import MetaReply
 from greenpool.stampede import Stampede
 
 if TYPE_CHECKING:
+    from greenpool._leases import Leases
     from greenpool.pool import ClientPool
 
 __all__ = ["ClusterStampede", "PooledStampede"]
@@ -35,11 +35,12 @@ class PooledStampede:
 
         def check_key(self, key: Any) -> bytes: ...
         def _cache_failed(self, exc: Exception) -> bool: ...
+        def _leases(self) -> Leases: ...
 
     @functools.cached_property
     def stampede(self) -> Stampede:
         """This client's flights, lease batcher and background recomputes."""
-        return Stampede(self.pool, self.serde, self.encoding)
+        return Stampede(self.pool, self.serde, self.encoding, self._leases())
 
     def get_or_compute(self, key: Any, compute: Callable[[], Any], ttl: int, **options: Any) -> Any:
         """``get_or_compute(key, compute, ttl, *, lease_ttl=30, recache_before=None,
@@ -74,7 +75,7 @@ class PooledStampede:
         :raises MemcacheIllegalInputError: a bad key.
         """
         checked = check_options(compute, ttl, **options)
-        wire = check_wire_key(self.check_key(key))
+        wire = self.check_key(key)
         return self.stampede.get_or_compute(key, wire, compute, checked, self._cache_failed)
 
     def invalidate(self, key: Any, stale_ttl: Optional[int] = 30) -> bool:
@@ -83,7 +84,7 @@ class PooledStampede:
         caller recomputes. ``None``, or a server without the meta protocol,
         deletes it instead. Return whether the key was there."""
         stale = check_stale_ttl(stale_ttl)
-        return self.stampede.invalidate(key, check_wire_key(self.check_key(key)), stale)
+        return self.stampede.invalidate(key, self.check_key(key), stale)
 
     def stampede_stats(self) -> StampedeStats:
         """get_or_compute's counters (README.rst, "Stampede protection")."""
@@ -103,7 +104,9 @@ class ClusterStampede:
         def _run_cmd(self, cmd: str, key: Any, default_val: Any, *args: Any) -> Any: ...
         def _may_send(self, server: Any) -> tuple[bool, Optional[dict[str, Any]]]: ...
         def _succeeded(self, server: Any, retried: Optional[dict[str, Any]]) -> None: ...
-        def _mark_failed_server(self, server: Any) -> None: ...
+        def _mark_failed_server(
+            self, server: Any, error: Optional[BaseException] = None
+        ) -> None: ...
 
     def get_or_compute(self, key: Any, compute: Callable[[], Any], ttl: int, **options: Any) -> Any:
         """:meth:`PooledClient.get_or_compute <greenpool.PooledClient.get_or_compute>`
@@ -121,10 +124,10 @@ class ClusterStampede:
         def failed(exc: Exception) -> bool:
             failures.append(exc)
             if isinstance(exc, OSError):
-                self._mark_failed_server(server)
+                self._mark_failed_server(server, exc)
             return self.ignore_exc
 
-        wire = check_wire_key(client.check_key(key))
+        wire = client.check_key(key)
         value = client.stampede.get_or_compute(
             key, wire, compute, checked, failed, offline=not may_send
         )

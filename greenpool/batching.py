@@ -28,7 +28,7 @@ parts of a batch are in :mod:`greenpool._batch`, a pipeline's reading in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypedDict, TypeVar
+from typing import Any, Optional, TypedDict, TypeVar
 
 from gevent.hub import Waiter
 from gevent.monkey import get_original
@@ -193,24 +193,48 @@ class AutoBatcher(Dispatch):
         """pymemcache's ``Client.gets_many``: its keys join the batch."""
         return self._many(keys, True)
 
-    def run(self, cmd: bytes, read: Callable[[Any], tuple[T, bytes]], noreply: bool = False) -> T:
+    def run(
+        self,
+        cmd: bytes,
+        read: Callable[[Any], tuple[T, bytes]],
+        noreply: bool = False,
+        follow_up: Optional[Callable[[T], None]] = None,
+    ) -> T:
         """Send *cmd*, a command a :class:`~greenpool.Client` built, in the pending
         pipeline, and return what *read*, its reply's reader, makes of its reply
         (as ``Client._exchange`` does for one command alone); a *noreply* command
-        returns once it is sent."""
+        returns once it is sent. If the caller leaves before the result comes (a
+        ``gevent.Timeout``, a kill), ``follow_up(result)`` runs instead, in the
+        hub: then the command never goes alone, so no interruption can cut it."""
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
-        if not self._running and not self._scheduled:
+        if follow_up is None and not self._running and not self._scheduled:
             return self._alone(0, "_exchange", cmd, read)  # type: ignore[no-any-return]
-        op = Op(cmd, read, Waiter(self._hub), noreply)
+        op = Op(cmd, read, Waiter(self._hub), noreply, follow_up)
+        self._enqueue(op)
+        try:
+            outcome = op.waiter.get()
+        except BaseException:  # a Timeout or kill: the follow-up takes the result
+            op.abandoned = True
+            raise
+        if outcome is not None:
+            raise outcome
+        if op.error is not None:
+            raise op.error
+        result: T = op.result
+        return result
+
+    def post(self, cmd: bytes, read: Callable[[Any], tuple[Any, bytes]]) -> None:
+        """Send *cmd* in the pending pipeline; nobody waits for its reply (an error
+        is logged at debug level). Never blocks: fit for a ``finally`` clause."""
+        if self._thread != _thread_ident() or self._epoch != _fork.epoch:
+            self._adopt()
+        self._enqueue(Op(cmd, read, None))
+
+    def _enqueue(self, op: Op) -> None:
         if not self._scheduled:
             self._schedule()
         self._ops.append(op)
-        outcome = op.waiter.get()
-        if outcome is not None:
-            raise outcome
-        result: T = op.result
-        return result
 
     def _many(self, keys: Iterable[Any], cas: bool) -> dict[Any, Any]:
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:

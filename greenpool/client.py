@@ -15,6 +15,7 @@ from typing import Any
 
 from greenpool._checks import check_bool, check_key, check_seconds, check_size
 from greenpool._front import PIPELINED, Front
+from greenpool._leases import Leases
 from greenpool._stampede_methods import PooledStampede
 from greenpool.batching import DEFAULT_AUTOBATCH, DEFAULT_MAX_KEYS, AutoBatcher, BatchStats
 from greenpool.connection import Client
@@ -242,14 +243,11 @@ class PooledClient(PooledStampede):
         self.pool: ClientPool[Client] = ClientPool(
             factory, self.max_pool_size, timeout=self.pool_timeout, **options
         )
+        self._prototype = prototype
+        self._max_keys = autobatch_max_keys
         self.batcher: AutoBatcher | None = None
         if autobatch:
-            self.batcher = AutoBatcher(
-                self.pool,
-                max_keys=autobatch_max_keys,
-                key_prefix=self.key_prefix,
-                allow_unicode_keys=self.allow_unicode_keys,
-            )
+            self.batcher = self._new_batcher()
             # Instance attributes over the class's methods: no layer in between.
             for name, miss in _BATCHED_READS:
                 setattr(self, name, _batched_read(self, getattr(self.batcher, name), miss))
@@ -259,6 +257,21 @@ class PooledClient(PooledStampede):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.server!r} pool={self.pool!r}>"
+
+    def _new_batcher(self) -> AutoBatcher:
+        return AutoBatcher(
+            self.pool,
+            max_keys=self._max_keys,
+            key_prefix=self.key_prefix,
+            allow_unicode_keys=self.allow_unicode_keys,
+        )
+
+    def _leases(self) -> Leases:
+        """What get_or_compute sends its meta requests through: this client's
+        batcher, or without autobatching one of its own (lease requests are never
+        sent alone: see greenpool._leases)."""
+        batcher = self.batcher or self._new_batcher()
+        return Leases(batcher, Front(batcher, self._prototype))
 
     def pool_stats(self) -> PooledClientStats:
         """Return the pool's gauges and counters and the batcher's counters

@@ -38,7 +38,8 @@ from pymemcache.exceptions import (
     MemcacheUnknownError,
 )
 
-from greenpool._meta_wire import check_flag, check_wire_key, read_replies
+from greenpool._checks import check_key
+from greenpool._meta_wire import check_flag, read_replies
 
 __all__ = ["META_VERSION", "MetaCommands", "MetaReply", "MetaRequest"]
 
@@ -83,7 +84,7 @@ class MetaRequest:
         elif not isinstance(key, bytes):
             raise TypeError(f"key must be bytes (as sent), not {type(key).__name__}")
         else:
-            check_wire_key(key)
+            check_key(key, True)
         if (cmd == b"ms") != isinstance(value, bytes):
             if cmd == b"ms":
                 raise TypeError(f"value must be bytes, not {type(value).__name__}")
@@ -221,22 +222,28 @@ class MetaCommands:
                 raise TypeError(f"requests must be MetaRequests, not {type(request).__name__}")
         if not asked:
             return []
+        replies: list[MetaReply] = self._exchange(*self.meta_exchange(asked))
+        return replies
+
+    def meta_exchange(
+        self, asked: list[MetaRequest]
+    ) -> tuple[bytes, Callable[[Any], tuple[list[MetaReply], bytes]]]:
+        """The command of MetaRequests *asked* and the reader of their replies (for
+        :meth:`meta_batch`, or a pipeline)."""
 
         def read(sock: Any) -> tuple[list[MetaReply], bytes]:
             parsed, rest = read_replies(sock.recv, asked, self._meta_error)
             return [MetaReply(code.decode(), flags, value) for code, flags, value in parsed], rest
 
-        replies: list[MetaReply] = self._exchange(b"".join(r.wire for r in asked), read)
-        return replies
+        return b"".join(r.wire for r in asked), read
 
     def _meta_error(self, line: bytes, buf: bytes, last: bool) -> None:
         self._error(line, b"meta", buf, last)
 
     def meta_key(self, key: Any) -> bytes:
-        """*key* as a meta command sends it: pymemcache's check and key prefix, then
-        1 to 250 bytes without space or control bytes (pymemcache lets an empty
-        key and control bytes other than whitespace and NUL through)."""
-        return check_wire_key(self.check_key(key, self.key_prefix))
+        """*key* as a meta command sends it: checked and prefixed as every command's
+        key (1 to 250 bytes without space or control bytes)."""
+        return self.check_key(key, self.key_prefix)
 
     def _one(
         self, command: str, key: Any, flags: tuple[str | bytes, ...], value: Optional[bytes] = None

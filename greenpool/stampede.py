@@ -3,7 +3,7 @@
 One :class:`Stampede` per pool (so per server) keeps a *flight* per key: the
 first caller in this process *leads*, later ones wait on the flight and never
 touch a socket. The leader asks memcached for a lease, in the same write as the
-other leaders' of this loop iteration (:class:`greenpool._leases.LeaseBatcher`)::
+other leaders' of this loop iteration (:mod:`greenpool._leases`)::
 
     mg <key> v f c k N<lease_ttl> [R<recache_before>]
 
@@ -53,7 +53,7 @@ from greenpool._flights import (
     release_request,
     serialized,
 )
-from greenpool._leases import LeaseBatcher
+from greenpool._leases import Leases
 from greenpool.errors import PoolError
 from greenpool.meta import MetaReply, MetaRequest
 from greenpool.pool import ClientPool
@@ -68,11 +68,11 @@ class Stampede:
     """get_or_compute and invalidate for the clients of *pool* (one server), values
     stored with *serde* (text encoded with *encoding*), as pymemcache's set does."""
 
-    def __init__(self, pool: ClientPool[Any], serde: Any, encoding: str) -> None:
+    def __init__(self, pool: ClientPool[Any], serde: Any, encoding: str, leases: Leases) -> None:
         self.pool = pool
         self.serde = serde
         self.encoding = encoding
-        self.leases = LeaseBatcher(pool)
+        self.leases = leases
         self.counts = Counts()
         #: Whether the server speaks the meta protocol; None until probed.
         self.meta: Optional[bool] = None

@@ -292,16 +292,18 @@ def test_a_compute_that_yields_and_uses_the_client_works(mc: PooledClient, key: 
 def test_the_lease_requests_of_one_loop_iteration_go_out_together(
     mc: PooledClient, key: Key
 ) -> None:
-    """Twenty callers for twenty keys in one loop iteration: one meta_batch."""
+    """Twenty callers for twenty keys in one loop iteration: one pipeline of twenty
+    lease requests."""
     names = [key(f"k{i}") for i in range(20)]
     for name in names:
         mc.get_or_compute(name, lambda: "stored", 60)
-    leases = mc.stampede.leases
-    batches, requests = leases.batches, leases.requests
+    before = mc.stampede.leases.batcher.stats()
     jobs = [gevent.spawn(mc.get_or_compute, name, Compute(), 60) for name in names]
     gevent.joinall(jobs, timeout=5, raise_error=True)
     assert {job.value for job in jobs} == {b"stored"}
-    assert (leases.batches - batches, leases.requests - requests) == (1, 20)
+    after = mc.stampede.leases.batcher.stats()
+    assert after["pipelines"] - before["pipelines"] == 1
+    assert after["commands_pipelined"] - before["commands_pipelined"] == 20
 
 
 def test_recache_before_refreshes_once_in_the_background_and_nobody_waits(
