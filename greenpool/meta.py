@@ -8,7 +8,8 @@ interrupted, or whose reply does not parse, cuts its connection like any other:
 
 - :meth:`MetaCommands.meta_batch` sends several requests in one write and reads
   one reply per request, in order (no ``q`` flag: a hidden reply would leave the
-  next one unmatched); this is the path get_or_compute's lease requests take;
+  next one unmatched); :meth:`MetaCommands.meta_exchange` is its command and
+  reader, which get_or_compute's lease requests send in the batcher's pipelines;
 - ``meta_get``, ``meta_set``, ``meta_delete``, ``meta_arithmetic`` and
   ``meta_noop`` send one command, the key checked and prefixed as pymemcache's
   commands do it.
