@@ -18,7 +18,8 @@ from typing import Any, Optional, Union
 from gevent.hub import Waiter
 from pymemcache.serde import LegacyWrappingSerde
 
-from greenpool.connection import Client, Exchange
+from greenpool._reply import Exchange
+from greenpool.connection import Client
 
 #: What a key's *item* is while memcached has not returned it.
 MISS: Any = object()

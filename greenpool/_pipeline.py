@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from greenpool._named import naming
-from greenpool.connection import IN_STEP, Client
+from greenpool._reply import IN_STEP
+from greenpool.connection import Client
 
 __all__ = ["Op", "run"]
 

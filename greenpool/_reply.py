@@ -12,11 +12,22 @@ here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional, TypeVar, Union
 
 from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownError
 
-__all__ = ["MAX_VALUE_SIZE", "RECV_SIZE", "Value", "fits", "read_values", "value_header"]
+__all__ = [
+    "IN_STEP",
+    "MAX_VALUE_SIZE",
+    "RECV_SIZE",
+    "Exchange",
+    "Outcome",
+    "Value",
+    "complete_error",
+    "fits",
+    "read_values",
+    "value_header",
+]
 
 RECV_SIZE = 65536
 #: The largest value a reply may announce: memcached's item size limit is set
@@ -27,6 +38,15 @@ _CAS_DIGITS = 20  # 2**64 - 1
 
 #: A value of a get reply, by its key as sent: (flags, data, cas token or None).
 Value = tuple[int, bytes, Optional[bytes]]
+#: One key's outcome in ``Client.fetch_each``: its value, None, or its error.
+Outcome = Union[Value, None, Exception]
+T = TypeVar("T")
+#: A command's bytes and the reader of its reply: the socket (or anything with
+#: its ``recv``) -> the result, and the bytes read past the reply.
+Exchange = tuple[bytes, Callable[[Any], tuple[T, bytes]]]
+#: The attribute an exception raised for a complete error reply carries: the
+#: bytes read past that reply (the connection is in step up to there).
+IN_STEP = "greenpool_read_past"
 
 # The reply lines that fit each command read line by line; any other line means
 # the connection is out of step (incr and decr answer a number, checked apart).
@@ -116,3 +136,13 @@ def fits(cmd_name: bytes, line: bytes) -> bool:
     if cmd_name == b"version":
         return line.startswith(b"VERSION ")
     return not line.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"))
+
+
+def complete_error(line: bytes, name: bytes) -> bool:
+    """Whether *line* is an error reply that ends command *name*'s reply in full,
+    the connection in step after it: a ``SERVER_ERROR`` (memcached's for a value
+    too large, a proxy's for a failed backend), or a ``CLIENT_ERROR`` to an incr
+    or decr (memcached's for a value that is not a number)."""
+    return line.startswith(b"SERVER_ERROR") or (
+        name in (b"incr", b"decr") and line.startswith(b"CLIENT_ERROR")
+    )
