@@ -29,10 +29,11 @@ from typing import Any, Generic
 from gevent import get_hub, getcurrent
 
 from greenpool import _fork
+from greenpool._admin import close_quietly
 from greenpool._checks import check_seconds
 from greenpool._entry import Entry, spoiled
 from greenpool.errors import PoolError
-from greenpool.pool import C, ClientPool, _close_quietly
+from greenpool.pool import C, ClientPool
 from greenpool.stats import PoolStats
 
 __all__ = ["GreenletMappedPool", "MappedReservation", "MappedStats"]
@@ -122,7 +123,7 @@ class MappedReservation(Generic[C]):
                 # connection now, so that block's next command reconnects instead
                 # of reading the interrupted reply (a greenpool Client did so at the
                 # cut already); discard it when that block ends.
-                _close_quietly(mapping.entry.client, self._mapped._pool.name)
+                close_quietly(mapping.entry.client, self._mapped._pool.name)
         if not mapping.depth and (mapping.broken is not None or mapping.entry.epoch != _fork.epoch):
             self._mapped._release(mapping)
 

@@ -12,7 +12,8 @@ The data path of one reservation, all in this file::
                             discard the client, keep its slot
                          -> Slots.give: to the oldest waiter, or back on top
 
-Where the rest lives: greenpool._slots (the slots, the waiters, resizing),
+Where the rest lives: greenpool._admin (filling, resizing, closing, stats,
+threads and forks), greenpool._slots (the slots, the waiters, resizing),
 greenpool.policy (may an idle client be lent again), greenpool._entry (a
 client's record, and whether a returned one is spoiled), greenpool.stats (the
 counters), greenpool._fork (forks), greenpool._leaks (leak warnings).
@@ -21,42 +22,29 @@ counters), greenpool._fork (forks), greenpool._leaks (leak warnings).
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, Optional, Protocol, TypeVar
-
-from gevent.monkey import get_original
+from typing import Any, Generic, Optional, TypeVar
 
 from greenpool import _fork, _leaks
+from greenpool._admin import Administration, Closable, _thread_ident, close_quietly
 from greenpool._checks import check_bool, check_seconds, check_size
 from greenpool._entry import Entry, failure, spoiled
 from greenpool._slots import Slots
-from greenpool.errors import PoolClosed, PoolError
+from greenpool.errors import PoolError
 from greenpool.policy import LendPolicy
-from greenpool.stats import Counters, PoolStats
+from greenpool.stats import Counters
 
 __all__ = ["DEFAULT_MAXSIZE", "DEFAULT_TIMEOUT", "ClientPool", "Reservation"]
-
-log = logging.getLogger("greenpool")
 
 #: Default *maxsize*: enough for a busy gevent worker, far below memcached's 1024.
 DEFAULT_MAXSIZE = 16
 #: Default seconds a reservation waits for a free client before PoolTimeout.
 DEFAULT_TIMEOUT = 5.0
 
-# The OS thread, even under monkey-patching (where threading's ident is a greenlet's).
-_thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
 _monotonic = time.monotonic
 _pool_numbers = itertools.count(1)
-
-
-class Closable(Protocol):
-    """What the pool needs of a client: ``close()`` drops its connection, and the
-    next command reconnects (as pymemcache's clients do)."""
-
-    def close(self) -> None: ...
 
 
 C = TypeVar("C", bound=Closable)
@@ -100,7 +88,7 @@ class Reservation(Generic[C]):
             self._pool.take_back(entry, exc_type)
 
 
-class ClientPool(Generic[C]):
+class ClientPool(Administration[C]):
     """A bounded pool of memcached clients for gevent programs.
 
     *factory* is a zero-argument callable returning a new client, for example
@@ -193,6 +181,12 @@ class ClientPool(Generic[C]):
             f"size={self._counts.live()} in_use={self._slots.lent}>"
         )
 
+    def __enter__(self) -> ClientPool[C]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def reserve(self, block: bool = True, timeout: Optional[float] = None) -> Reservation[C]:
         """Return a context manager that lends a client for the ``with`` block.
 
@@ -218,106 +212,6 @@ class ClientPool(Generic[C]):
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         return Reservation(self, block, timeout)
-
-    def fill(self, client: object, n_slots: int) -> None:
-        """Pre-create *n_slots* idle clients configured like *client*.
-
-        *client* may be a pymemcache ``Client`` (equivalent clients are built
-        from its settings), any object with a ``clone()`` method (as pylibmc
-        clients have), or ``None`` to use the pool's factory. The new clients
-        connect lazily, on their first command.
-
-        :raises ValueError: *n_slots* exceeds the number of clients the pool may
-            still create (*maxsize* minus *size*).
-        """
-        from greenpool.factory import cloner
-
-        check_size("n_slots", n_slots, minimum=0)
-        self._check_usable()
-        empty = self._slots.empty
-        if n_slots > empty:
-            raise ValueError(
-                f"n_slots={n_slots} exceeds the {empty} clients pool {self.name!r} may "
-                f"still create (maxsize={self._maxsize}, size={self._counts.live()})"
-            )
-        make: Callable[[], C] = self._factory if client is None else cloner(client)
-        for _ in range(n_slots):
-            now = _monotonic()
-            entry = self._new_entry(make, now)
-            entry.since = now
-            self._slots.fill(entry)
-
-    def resize(self, maxsize: int) -> None:
-        """Change *maxsize* at run time.
-
-        Growing wakes waiters at once. Shrinking closes idle clients (the
-        coldest first) and lets clients in use finish: they are closed when they
-        come back, until the pool is within its new size.
-        """
-        check_size("maxsize", maxsize)
-        self._check_usable()
-        more, self._maxsize = maxsize - self._maxsize, maxsize
-        if more >= 0:
-            self._slots.grow(more)
-        for entry in self._slots.shrink(-more) if more < 0 else ():
-            self._discard(entry, "resized")
-
-    def disconnect_idle(self) -> None:
-        """Close the connections of idle clients; each reconnects on its next command.
-
-        Clients in use are left alone. The clients stay in the pool, so nothing
-        is counted as discarded (pymemcache's ``PooledClient.close``, which
-        Django calls after every request, means this).
-        """
-        self._check_thread()
-        for entry in self._slots.idle:
-            _close_quietly(entry.client, self.name)
-
-    def close(self) -> None:
-        """Close idle clients now and clients in use when they come back.
-
-        Greenlets waiting for a client get :class:`~greenpool.PoolClosed`, and
-        so does every later :meth:`reserve`. Closing twice is harmless.
-        """
-        self._check_thread()
-        if self.closed:
-            return
-        self.closed = self._attention = True
-        self._slots.waiters.fail_all(PoolClosed(f"pool {self.name!r} was closed while waiting"))
-        for entry in self._slots.drain():
-            self._discard(entry, "closed")
-
-    def claim(self) -> None:
-        """Make the pool belong to this OS thread, unless it belongs to another.
-
-        Reserving does this too; a layer over the pool (an
-        :class:`~greenpool.AutoBatcher`) calls it before it binds to a thread.
-
-        :raises PoolError: the pool belongs to another thread.
-        :raises PoolClosed: the pool is closed.
-        """
-        self._check_usable()
-
-    def __enter__(self) -> ClientPool[C]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats").
-
-        Unlike the other methods, this one may be called from any thread (a
-        metrics exporter's, say): it only reads.
-        """
-        slots = self._slots
-        return self._counts.snapshot(
-            maxsize=self._maxsize,
-            idle=len(slots.idle),
-            in_use=slots.lent if self._epoch == _fork.epoch else 0,
-            waiting=len(slots.waiters),
-            leak_warnings=self._leaks.warnings if self._leaks else 0,
-        )
 
     # -- the data path: lend and take_back, for Reservation and the layers above ----
 
@@ -379,7 +273,7 @@ class ClientPool(Generic[C]):
     def _reconnect(self, entry: Entry[C]) -> None:
         """Close an idle connection found closed by the server or holding bytes
         nobody asked for: the client reconnects on its next command."""
-        _close_quietly(entry.client, self.name)
+        close_quietly(entry.client, self.name)
         self._counts.reconnects += 1
 
     def _new_entry(self, make: Callable[[], C], now: float) -> Entry[C]:
@@ -443,7 +337,7 @@ class ClientPool(Generic[C]):
             # renewed by _after_fork, so only drop our file descriptor.
             if self._epoch != _fork.epoch:
                 self._after_fork()
-            _close_quietly(entry.client, self.name)
+            close_quietly(entry.client, self.name)
             return
         if reason is None and now < entry.expires:  # the application's own exception
             self._give(entry)
@@ -463,7 +357,7 @@ class ClientPool(Generic[C]):
 
     def _discard(self, entry: Entry[C], reason: str) -> None:
         self._counts.discards[reason] += 1
-        _close_quietly(entry.client, self.name)
+        close_quietly(entry.client, self.name)
 
     def _trim(self, now: float) -> None:
         """Close the coldest idle client if it idled past max_idle: the pool
@@ -472,45 +366,3 @@ class ClientPool(Generic[C]):
         if coldest is not None and self._policy.cold(coldest, now):
             self._slots.drop_coldest()
             self._discard(coldest, "idle")
-
-    # -- threads and forks -------------------------------------------------------
-
-    def _check_usable(self) -> None:
-        if self.closed:
-            raise PoolClosed(f"pool {self.name!r} is closed; reserve() needs an open pool")
-        if self._epoch != _fork.epoch:
-            self._after_fork()
-        self._check_thread()
-        if self._thread is None:  # the first use, or the first since a fork: adopt the thread
-            self._thread = _thread_ident()
-            self._slots.adopt()
-
-    def _check_thread(self) -> None:
-        """Refuse a thread other than the one the pool belongs to (if any yet)."""
-        ident = _thread_ident()
-        if self._thread is not None and ident != self._thread and self._epoch == _fork.epoch:
-            raise PoolError(
-                f"pool {self.name!r} belongs to thread {self._thread} (its gevent "
-                f"hub) and was used from thread {ident}; create one pool per thread"
-            )
-
-    def _after_fork(self) -> None:
-        """Forget the parent's clients: they share sockets with the parent."""
-        parents = self._slots.drain()
-        self._counts.discards["fork"] += self._counts.live()  # the parent's count out of size
-        self._slots.waiters.fail_all(
-            PoolError(f"pool {self.name!r}: the process forked while waiting")
-        )
-        self._slots = Slots(self._maxsize)
-        self._thread = None
-        self._epoch = _fork.epoch
-        self._attention = self.closed
-        for entry in parents:
-            _close_quietly(entry.client, self.name)
-
-
-def _close_quietly(client: Closable, pool_name: str) -> None:
-    try:
-        client.close()
-    except Exception:
-        log.debug("pool %r: closing %r failed", pool_name, client, exc_info=True)
