@@ -5,8 +5,8 @@ A single key's caller waits on a bare gevent ``Waiter`` (its key is in one
 chunk, which wakes it once); a ``get_many`` caller waits on a :class:`Call`,
 which counts its keys still unanswered across chunks. :func:`exchange` is one
 chunk's command, :func:`record` puts what it found in its keys' entries
-(:func:`fetch` does both on a reserved client), and :func:`answered` says whom
-to wake, and with what. :class:`Splitting` says when a chunk goes key by key.
+(:func:`fetch` does both on a reserved client), and :func:`wake` wakes its
+callers, each with its outcome. :class:`Splitting` says when a chunk goes key by key.
 """
 
 from __future__ import annotations
@@ -181,29 +181,26 @@ class Splitting:
         self.seconds = 0.0
 
 
-def answered(
-    entries: Iterable[Key], error: Optional[BaseException]
-) -> list[tuple[Waiter, Optional[BaseException]]]:
-    """*entries* are answered (their items recorded by :func:`fetch`), or failed
-    with their own error or else *error*: return the Waiters of the callers now
-    answered, each once, with what each raises (``None``: nothing): every single
-    key's caller, and each ``get_many`` caller whose last key this was or whose
-    first error this is. A withdrawn ``get_many`` caller is left out; a
-    withdrawn single key's Waiter keeps what it is woken with, harmlessly."""
-    ready = []
+def wake(entries: Iterable[Key], error: Optional[BaseException]) -> None:
+    """*entries* are answered (their items recorded by :func:`record`), or failed
+    with their own error or else *error*: wake each of their callers once, with
+    what it raises (``None``: nothing): every single key's caller, and each
+    ``get_many`` caller whose last key this was or whose first error this is. A
+    withdrawn ``get_many`` caller is left out; a withdrawn single key's Waiter
+    keeps what it is woken with, harmlessly. Runs in the hub: each caller runs
+    until it waits again, then the next is woken."""
     for entry in entries:
         failed = entry.error or error
         for call in entry.calls:
             if call.__class__ is not Call:  # a single key's Waiter
-                ready.append((call, failed))
+                call.switch(failed)  # type: ignore[union-attr]
             elif not call.done:
                 if failed is None:
                     call.left -= 1
                     if call.left:
                         continue
                 call.done = True
-                ready.append((call.waiter, failed))  # type: ignore[union-attr]
-    return ready  # type: ignore[return-value]
+                call.waiter.switch(failed)  # type: ignore[union-attr]
 
 
 def collect(joined: list[tuple[Any, Key]], cas: bool) -> dict[Any, Any]:

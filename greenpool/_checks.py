@@ -169,23 +169,24 @@ class CheckedKeys:
     ``bytes`` key, so up to *most* of those are kept (forgotten all at once
     beyond)."""
 
-    __slots__ = ("_known", "allow_unicode_keys", "key_prefix", "most")
+    __slots__ = ("allow_unicode_keys", "key_prefix", "known", "most")
 
     def __init__(self, key_prefix: bytes, allow_unicode_keys: bool, most: int = 4096) -> None:
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
         self.most = most
-        self._known: dict[Any, bytes] = {}
+        #: The keys checked so far, and each one as sent.
+        self.known: dict[Any, bytes] = {}
 
     def __call__(self, key: Any) -> bytes:
         memo = key.__class__ is str or key.__class__ is bytes
         if memo:
-            known = self._known.get(key)
+            known = self.known.get(key)
             if known is not None:
                 return known
         wire = check_key(key, self.allow_unicode_keys, self.key_prefix)
         if memo:
-            if len(self._known) >= self.most:
-                self._known.clear()
-            self._known[key] = wire
+            if len(self.known) >= self.most:
+                self.known.clear()
+            self.known[key] = wire
         return wire

@@ -20,27 +20,23 @@ reaches the callers whose replies it did not read, and no one else.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from gevent import get_hub, spawn_raw
-from gevent.hub import Waiter
 from gevent.monkey import get_original
 from pymemcache.exceptions import MemcacheServerError
 
 from greenpool import _fork
-from greenpool._batch import Key, Splitting, answered, chunks, exchange, fetch, record
+from greenpool._batch import Key, Splitting, chunks, exchange, fetch, record, wake
 from greenpool._pipeline import Op, run
 from greenpool.connection import Client
 from greenpool.errors import PoolError
 from greenpool.pool import ClientPool
 
-__all__ = ["Dispatch", "Ready"]
+__all__ = ["Dispatch"]
 
 _monotonic = time.monotonic
 _thread_ident = get_original("_thread", "get_ident")
-#: Callers to wake (a Waiter, or an Op that hands its outcome on), each with what
-#: it raises (``None``: its outcome is recorded).
-Ready = list[tuple[Union[Waiter, Op], Optional[BaseException]]]
 
 
 class Dispatch:
@@ -114,9 +110,7 @@ class Dispatch:
             error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
             for op in ops:
                 op.done = False
-        ready = answered(chunk, error) if chunk else []
-        ready += [(op, None if op.done else error) for op in ops if not (op.noreply and op.done)]
-        self._hub.loop.run_callback(self._wake, ready, epoch)
+        self._hub.loop.run_callback(self._wake, chunk, ops, error, epoch)
         if interrupted is not None:
             raise interrupted
 
@@ -174,20 +168,30 @@ class Dispatch:
 
     def _sent_noreply(self, ops: list[Op]) -> None:
         """Noreply *ops* were sent: wake their callers now (a hub callback)."""
-        self._hub.loop.run_callback(self._wake, [(op, None) for op in ops], _fork.epoch, 0)
+        self._running += 1  # until they are woken, as _wake counts
+        self._hub.loop.run_callback(self._wake_sent, ops, _fork.epoch)
 
-    def _wake(self, ready: Ready, epoch: int, holding: int = 1) -> None:
-        """Wake a pipeline's callers, each with its error or None (a hub callback);
-        *holding* is what the pipeline counted as running until now. Each one woken
-        sees the callers still to wake as running, so it batches with them rather
-        than go alone."""
-        counted = epoch == _fork.epoch
-        if counted:
-            self._running += len(ready) - holding
-        for waiter, error in ready:
-            if counted:
-                self._running -= 1
-            waiter.switch(error)
+    def _wake_sent(self, ops: list[Op], epoch: int) -> None:
+        for op in ops:
+            op.switch(None)
+        if epoch == _fork.epoch:
+            self._running -= 1
+
+    def _wake(
+        self, chunk: Optional[list[Key]], ops: list[Op], error: Optional[BaseException], epoch: int
+    ) -> None:
+        """Wake a pipeline's callers (a hub callback): *chunk*'s with their keys'
+        outcomes, *ops*' with theirs, or *error* for those the pipeline did not
+        answer (noreply ops it sent were woken already). The pipeline counts as
+        running until the last is woken, so each caller woken batches with the
+        others rather than go alone."""
+        if chunk:
+            wake(chunk, error)
+        for op in ops:
+            if not (op.noreply and op.done):
+                op.switch(None if op.done else error)
+        if epoch == _fork.epoch:
+            self._running -= 1
 
     def _adopt(self) -> None:
         """Bind to this thread's hub on first use, if the pool belongs to it (or to
@@ -202,9 +206,8 @@ class Dispatch:
             forked = PoolError(
                 f"the process forked while a batch of pool {self.pool.name!r} waited"
             )
-            ready = answered(pending.values(), forked) + [(op, forked) for op in ops]
-            if ready:
-                get_hub().loop.run_callback(self._wake, ready, -1)
+            if pending or ops:
+                get_hub().loop.run_callback(self._wake, list(pending.values()), ops, forked, -1)
         ident = _thread_ident()
         if self._thread is None:
             self.pool.claim()  # PoolError if the pool belongs to another thread

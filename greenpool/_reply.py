@@ -11,6 +11,7 @@ here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar, Union
 
@@ -35,6 +36,9 @@ RECV_SIZE = 65536
 MAX_VALUE_SIZE = 1 << 30
 _FLAGS_MAX = 2**32 - 1
 _CAS_DIGITS = 20  # 2**64 - 1
+# A whole VALUE line of a get (or gets) reply, its numbers of bounded length.
+_GET_HEADER = re.compile(rb"VALUE (\S{1,250}) (\d{1,10}) (\d{1,10})\r\n")
+_GETS_HEADER = re.compile(rb"VALUE (\S{1,250}) (\d{1,10}) (\d{1,10}) (\d{1,20})\r\n")
 
 #: A value of a get reply, by its key as sent: (flags, data, cas token or None).
 Value = tuple[int, bytes, Optional[bytes]]
@@ -63,25 +67,36 @@ def read_values(
     """Read ``VALUE`` blocks from *buf* (bytes read already) then *recv* (a
     socket's) until a line that is not one; return the values by key, in reply
     order, that line (``END``, or an error line), and the bytes read past it.
-    Malformed blocks raise, and so does a closed connection (pymemcache's
-    ``MemcacheUnexpectedCloseError``)."""
+    Malformed blocks raise (:func:`value_header`), and so does a closed connection
+    (pymemcache's ``MemcacheUnexpectedCloseError``)."""
     values: dict[bytes, Value] = {}
     pos = 0
+    header = (_GETS_HEADER if cas else _GET_HEADER).match  # value_header's rule, in C
     while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            buf = buf[pos:] + _received(recv, RECV_SIZE)
-            pos = 0
-            continue
-        if not buf.startswith(b"VALUE ", pos):
-            return values, buf[pos:eol], buf[eol + 2 :]
-        key, flags, size, token = value_header(buf[pos:eol], cas)
-        start = eol + 2
+        found = header(buf, pos)
+        if found is None:  # not a whole VALUE line: a partial one, the end, or bad
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                buf = buf[pos:] + _received(recv, RECV_SIZE)
+                pos = 0
+                continue
+            if not buf.startswith(b"VALUE ", pos):
+                return values, buf[pos:eol], buf[eol + 2 :]
+            raise _unparsed(buf[pos:eol])
+        if cas:
+            key, flags, size, token = found.groups()
+        else:
+            key, flags, size = found.groups()
+            token = None
+        flags, size = int(flags), int(size)
+        if flags > _FLAGS_MAX or size > MAX_VALUE_SIZE:
+            raise _unparsed(found.group()[:-2])
+        start = found.end()
         end = start + size
         if len(buf) < end + 2:  # the data is not all here: read the rest at once
             buf = _at_least(recv, buf[start:], end + 2 - start)
             start, end = 0, end - start
-        if buf[end : end + 2] != b"\r\n":
+        if not buf.startswith(b"\r\n", end):
             raise MemcacheUnknownError(f"a value does not end where its size says: {key!r}")
         values[key] = (flags, buf[start:end], token)
         pos = end + 2
@@ -104,7 +119,11 @@ def value_header(line: bytes, cas: bool) -> tuple[bytes, int, int, Optional[byte
         flags, size = int(fields[2]), int(fields[3])
         if flags <= _FLAGS_MAX and size <= MAX_VALUE_SIZE:
             return fields[1], flags, size, fields[4] if cas else None
-    raise MemcacheUnknownError(f"a VALUE line that does not parse: {line[:80]!r}")
+    raise _unparsed(line)
+
+
+def _unparsed(line: bytes) -> MemcacheUnknownError:
+    return MemcacheUnknownError(f"a VALUE line that does not parse: {line[:80]!r}")
 
 
 def _received(recv: Callable[[int], bytes], size: int) -> bytes:

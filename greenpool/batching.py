@@ -119,6 +119,7 @@ class AutoBatcher(Dispatch):
         self._ops = []
         self._scheduled = False  # a flush is due
         self._checked = CheckedKeys(key_prefix, allow_unicode_keys)
+        self._known = self._checked.known
         self._cas = False  # a gets is pending
         self._running = 0  # plain calls, pipelines and callers still to wake
         self._thread = None
@@ -155,7 +156,8 @@ class AutoBatcher(Dispatch):
         if not self._running and not self._scheduled:
             return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
-        entry = self._join(self._check(key), key, waiter, False)
+        wire = self._known.get(key)  # checked before: the memo of CheckedKeys, inlined
+        entry = self._join(wire or self._check(key), key, waiter, False)
         outcome = waiter.get()  # an interruption leaves: the pipeline wakes no one then
         if outcome is not None:
             raise outcome
