@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 from gevent.hub import Waiter
 from pymemcache.serde import LegacyWrappingSerde
 
-from greenpool._reply import Exchange
+from greenpool._reply import Exchange, Value
 from greenpool.connection import Client
 
 #: What a key's *item* is while memcached has not returned it.
@@ -102,15 +102,30 @@ def record(client: Client, chunk: list[Key], cas: bool, each: bool, got: Any) ->
     serde = client.serde
     identity = getattr(serde.deserialize, "__func__", None) is _IDENTITY
     decoder = None if identity else serde
-    outcomes = got if each else [got.get(entry.wire) for entry in chunk]
-    for entry, outcome in zip(chunk, outcomes, strict=True):
-        if outcome.__class__ is tuple:
-            flags, data, token = outcome
-            value = data if identity else (data, flags)
-            entry.item = (value, token) if cas else value
-            entry.serde = decoder
-        elif outcome is not None:
-            entry.error = outcome
+    if each:
+        for entry, outcome in zip(chunk, got, strict=True):
+            if outcome.__class__ is tuple:
+                _record(entry, outcome, cas, identity, decoder)
+            elif outcome is not None:
+                entry.error = outcome
+        return
+    if identity and not cas:  # the common case: the bytes as memcached sent them
+        for entry in chunk:
+            found = got.get(entry.wire)
+            if found is not None:
+                entry.item = found[1]
+        return
+    for entry in chunk:
+        found = got.get(entry.wire)
+        if found is not None:
+            _record(entry, found, cas, identity, decoder)
+
+
+def _record(entry: Key, found: Value, cas: bool, identity: bool, decoder: Any) -> None:
+    flags, data, token = found
+    value = data if identity else (data, flags)
+    entry.item = (value, token) if cas else value
+    entry.serde = decoder
 
 
 def fetch(client: Any, chunk: list[Key], cas: bool, each: bool = False) -> None:

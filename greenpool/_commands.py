@@ -185,7 +185,7 @@ class Commands:
                     raise MemcacheUnknownError(f"a value for a key not asked for: {key!r}")
             return values, rest
 
-        return name + b"".join(b" " + k for k in wire_keys) + b"\r\n", read
+        return b"%b %b\r\n" % (name, b" ".join(wire_keys)), read
 
     def _store_cmd(
         self,

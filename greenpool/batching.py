@@ -156,8 +156,14 @@ class AutoBatcher(Dispatch):
         if not self._running and not self._scheduled:
             return self._alone(1, "get", key, default)
         waiter = Waiter(self._hub)
-        wire = self._known.get(key)  # checked before: the memo of CheckedKeys, inlined
-        entry = self._join(wire or self._check(key), key, waiter, False)
+        wire = self._known.get(key) or self._check(key)  # the memo of CheckedKeys, inlined
+        entry = self._pending.get(wire)  # _join's, inlined: gets are the hot path
+        if entry is None:
+            if not self._scheduled:
+                self._schedule()
+            entry = self._pending[wire] = Key(wire, key, False, waiter)
+        else:
+            entry.calls.append(waiter)
         outcome = waiter.get()  # an interruption leaves: the pipeline wakes no one then
         if outcome is not None:
             raise outcome
