@@ -52,11 +52,18 @@ CLUSTER = (
     "greenpool.PooledClient(16) autobatching" + NO_EXTRAS,
     "greenpool.HashClient(16) autobatching, 3 servers" + NO_EXTRAS,
 )
-#: The cluster rows ``--compare`` runs on the other checkout too (with BASE).
-COMPARED = (
-    "greenpool.PooledClient(16) autobatching",
-    "greenpool.HashClient(16) autobatching, 3 servers",
-)
+#: The rows of each workload that ``--compare`` runs on the other checkout too
+#: (with BASE): a before and after in the same alternating rounds.
+COMPARED: dict[str, tuple[str, ...]] = {
+    "cluster": (
+        "greenpool.PooledClient(16) autobatching",
+        "greenpool.HashClient(16) autobatching, 3 servers",
+    ),
+    **{
+        key: ("greenpool.PooledClient(16) autobatching",)
+        for key in ("get", "mix", "crowd", "writes")
+    },
+}
 
 
 @dataclass(frozen=True)

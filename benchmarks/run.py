@@ -61,8 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compare",
         type=Path,
-        help="another checkout (another commit's greenpool): the cluster's batched rows "
-        "run on it too, in the same rounds, as installed without extras",
+        help="another checkout (another commit's greenpool): the batched rows of the "
+        "get, mix, crowd, writes and cluster parts run on it too, in the same rounds, "
+        "as installed without extras",
     )
     args = parser.parse_args(argv)
     if args.compare is not None and not (args.compare / "greenpool").is_dir():
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             gets=min(plan.gets, 50),
             herd_seconds=min(plan.herd_seconds, 2.0),
         )
-    full = plan == FULL
+    full = replace(plan, compare=None) == FULL  # a full run, with or without a before
     out = args.out or (RESULTS if full else QUICK_RESULTS)
     started = time.monotonic()
     results = run(plan)
@@ -290,8 +291,8 @@ def _workload(
     for address in watched:
         workers.kind("gevent").call({"cmd": "preload", **shape, "address": address}, timeout=60)
     contenders = workload.contenders
-    if workers.compares and workload.key == "cluster":
-        contenders += tuple(name + BASE for name in COMPARED)
+    if workers.compares:
+        contenders += tuple(name + BASE for name in COMPARED.get(workload.key, ()))
     rounds: dict[str, list[Reply]] = {name: [] for name in contenders}
     for number in range(plan.rounds):
         for name in _rotated(contenders, number):

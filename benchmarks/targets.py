@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from benchmarks.plan import BASE
+
 __all__ = ["pipelining_targets"]
 
 Results = dict[str, Any]
@@ -48,6 +50,16 @@ def pipelining_targets(results: Results) -> list[tuple[bool, str]]:
                 f"{rows[EMCACHE]['cpu_us']:.1f} µs/op",
             )
         )
+        before = OURS + BASE
+        if before in rows:
+            found.append(
+                (
+                    True,
+                    f"{key}: before (--compare's checkout, no extras) {rows[before]['ops_per_s']:,.0f}"
+                    f" ops/s, {_ratio(rows, before, EMCACHE):.2f}× {EMCACHE}; after "
+                    f"{_ratio(rows, OURS, before):.2f}× before",
+                )
+            )
         found.append(
             (
                 row["peak"] <= 16 and row["errors"] == 0,
