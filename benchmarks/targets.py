@@ -55,8 +55,9 @@ def pipelining_targets(results: Results) -> list[tuple[bool, str]]:
             found.append(
                 (
                     True,
-                    f"{key}: before (--compare's checkout, no extras) {rows[before]['ops_per_s']:,.0f}"
-                    f" ops/s, {_ratio(rows, before, EMCACHE):.2f}× {EMCACHE}; after "
+                    f"{key}: before (--compare's checkout, no extras) "
+                    f"{rows[before]['ops_per_s']:,.0f} ops/s, "
+                    f"{_ratio(rows, before, EMCACHE):.2f}× {EMCACHE}; after "
                     f"{_ratio(rows, OURS, before):.2f}× before",
                 )
             )
