@@ -81,7 +81,7 @@ class Client(MetaCommands, _PymemcacheClient):  # type: ignore[misc]
 
     Same constructor, commands and results as pymemcache's; what differs is
     what happens when a command does not finish (see the module docstring).
-    It adds memcached's meta commands (:class:`greenpool.meta.MetaCommands`).
+    It adds memcached's meta commands (``meta_get``, ``meta_set``... below).
     :func:`greenpool.client_factory` builds these.
     """
 

@@ -119,7 +119,7 @@ class ClientPool(Generic[C]):
     >>> pool.stats()["in_use"]
     0
 
-    Operating options, all off by default (README.rst, "Operating in production"):
+    Operating options, all off by default (the "Operations" page):
     *max_idle* seconds before an idle client is closed instead of reused;
     *max_lifetime* seconds (less up to 5% jitter) before a client is closed on
     its way back; *check_after_idle* seconds idle before a client is verified
@@ -305,7 +305,7 @@ class ClientPool(Generic[C]):
         self.close()
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats").
+        """Return a snapshot of the pool's gauges and counters (the "Operations" page).
 
         Unlike the other methods, this one may be called from any thread (a
         metrics exporter's, say): it only reads.
