@@ -1,4 +1,4 @@
-# make demo: the WSGI example under load.  make test: lint, types, docs, packaging and tests.
+# make demo: the WSGI example under load.  make test: lint, types and tests (docs and packaging included).
 # make serve: the WSGI example on http://127.0.0.1:$(PORT)/ until Ctrl-C.
 # make docs: the documentation site, into build/docs/html/ (warnings are errors).
 # make matrix: the tests on every CPython from 3.10 to 3.13 found here (noxfile.py).
@@ -31,7 +31,7 @@ libmemcached:
 wrk:
 	@tools/ensure-wrk
 
-test: lint types docs pytest
+test: lint types pytest  # pytest builds the docs too, warnings as errors (tests/test_docs.py)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -48,7 +48,7 @@ pytest: $(VENV)/.installed-dev memcached nutcracker libmemcached
 	$(BIN)/pytest
 
 matrix: $(VENV)/.installed-dev memcached nutcracker libmemcached
-	$(BIN)/nox
+	$(BIN)/nox $(NOX_ARGS)
 
 dist: $(VENV)/.installed-dev
 	rm -rf dist
