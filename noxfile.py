@@ -36,9 +36,13 @@ FAST = [
     "tests/test_in_step.py",
     "tests/test_replies.py",
     "tests/test_keys.py",
+    "tests/test_hostile_keys.py",
+    "tests/test_dropin.py",
+    "tests/test_waiters.py",
     "tests/test_batching.py",
     "tests/test_pipelining.py",
     "tests/test_meta.py",
+    "tests/test_stampede.py",
     "tests/test_mapped.py",
     "tests/test_fork.py",
     "tests/test_threads.py",
@@ -47,9 +51,13 @@ FAST = [
     "tests/test_docs.py",
     "tests/test_packaging.py",
     "tests/test_django.py",
-    "tests/test_flask_caching.py",
     "tests/test_prometheus.py",
+    "tests/test_extras.py",
 ]
+
+#: Flask-Caching 2.5, the version tested, needs Python 3.11; conftest.py leaves
+#: what uses it uncollected where it is missing.
+FLASK = ["tests/test_flask_caching.py"]
 
 nox.options.sessions = ["fast"]
 nox.options.default_venv_backend = "venv"
@@ -78,7 +86,8 @@ def _install(session: nox.Session) -> None:
 def fast(session: nox.Session) -> None:
     """The tests where Python versions differ."""
     _install(session)
-    session.run("pytest", "-q", *(session.posargs or FAST))
+    flask = FLASK if session.python != "3.10" else []
+    session.run("pytest", "-q", *(session.posargs or [*FAST, *flask]))
 
 
 @nox.session(python=PYTHONS)
