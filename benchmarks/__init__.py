@@ -7,9 +7,10 @@ pymemcache's PooledClient, dedicated clients, a connection per operation and
 emcache (asyncio, in its own process, with and without autobatching); the
 WSGI example under wrk with four ways of reaching memcached; and a hot key read
 by 4 processes of 50 greenlets with and without get_or_compute (``herd``). It writes
-``benchmarks/results/`` (results.md, chart.png, profile.txt, results.json) and
-README.rst's Benchmarks table. ``python -m benchmarks --quick`` is a ~1 minute
-smoke run that writes to ``build/bench-quick/`` only.
+``benchmarks/results/`` (results.md, chart.png, profile.txt, results.json)
+and the tables of docs/benchmarks.rst and docs/stampede.rst. ``python -m
+benchmarks --quick`` is a ~1 minute smoke run that writes to
+``build/bench-quick/`` only.
 
 Not part of the installed package: the wheel ships ``greenpool`` alone.
 """

@@ -1,4 +1,4 @@
-"""The results as a Markdown report and as README.rst's Benchmarks tables."""
+"""The results as a Markdown report and as the tables of the docs' benchmarks and stampede pages."""
 
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ from benchmarks.targets import (
     targets,
 )
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+#: The page the overhead and workload tables and the chart go in, and the herd table's.
+BENCHMARKS_PAGE = DOCS / "benchmarks.rst"
+HERD_PAGE = DOCS / "stampede.rst"
 BEGIN = ".. begin benchmark results (written by python -m benchmarks)"
 END = ".. end benchmark results"
 HERD_BEGIN = ".. begin herd results"
 HERD_END = ".. end herd results"
-CHART_IN_README = "benchmarks/results/chart.png"
+CHART_IN_PAGE = "../benchmarks/results/chart.png"  # relative to docs/
 
 Results = dict[str, Any]
 COLUMNS = (
@@ -279,31 +282,34 @@ def write(results: Results, out: Path) -> None:
         chart.draw(results, out / "chart.png")
 
 
-def update_readme(results: Results, readme: Path = README) -> None:
-    """Rewrite README.rst's text between the benchmark markers with this run's tables."""
-    text = readme.read_text()
+def update_docs(
+    results: Results, page: Path = BENCHMARKS_PAGE, herd_page: Path = HERD_PAGE
+) -> None:
+    """Rewrite the text between the benchmark markers of *page* (the docs'
+    benchmarks page) with this run's tables, and the herd table of *herd_page*
+    (the stampede page) when the run has one."""
+    text = page.read_text()
     if BEGIN not in text or END not in text:
-        raise RuntimeError(f"{readme} has no '{BEGIN}' ... '{END}' markers")
+        raise RuntimeError(f"{page} has no '{BEGIN}' ... '{END}' markers")
     body = "\n\n".join(
         [
             f"Measured on {describe_machine(results)}; the whole run took "
             f"{results['wall_seconds']:.0f} s.",
             rst_table(["the pool alone", "time"], overhead_rows(results)),
             rst_table(COLUMNS, table_rows(results)),
-            f".. image:: {CHART_IN_README}\n   :alt: ops/s per contender and workload",
+            f".. image:: {CHART_IN_PAGE}\n   :alt: ops/s per contender and workload",
         ]
     )
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    text = pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text)
+    page.write_text(pattern.sub(lambda _: f"{BEGIN}\n\n{body}\n\n{END}", text))
     if "herd" in results:
-        text = replace_herd_table(text, results)
-    readme.write_text(text)
+        herd_page.write_text(replace_herd_table(herd_page.read_text(), results))
 
 
 def replace_herd_table(text: str, results: Results) -> str:
-    """*text* (README.rst) with the herd table of *results* between its herd markers."""
+    """*text* (the stampede page) with the herd table of *results* between its herd markers."""
     if HERD_BEGIN not in text or HERD_END not in text:
-        raise RuntimeError(f"README.rst has no '{HERD_BEGIN}' ... '{HERD_END}' markers")
+        raise RuntimeError(f"the herd page has no '{HERD_BEGIN}' ... '{HERD_END}' markers")
     table = rst_table(herd.COLUMNS, herd.rows(results))
     pattern = re.compile(re.escape(HERD_BEGIN) + ".*?" + re.escape(HERD_END), re.DOTALL)
     return pattern.sub(lambda _: f"{HERD_BEGIN}\n\n{table}\n\n{HERD_END}", text)

@@ -57,7 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated parts to run: {','.join(PARTS)} (default: all)",
     )
     parser.add_argument("--out", type=Path, help="where results go (a full run: results/)")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.rst alone")
+    parser.add_argument(
+        "--no-docs",
+        "--no-readme",
+        dest="no_docs",
+        action="store_true",
+        help="leave the docs' benchmarks and stampede pages alone",
+    )
     parser.add_argument(
         "--compare",
         type=Path,
@@ -100,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     results["load_at_end"] = round(os.getloadavg()[0], 2)
     report.write(results, out)
     print(report.markdown(results), flush=True)
-    if full and not args.no_readme:
-        report.update_readme(results)
+    if full and not args.no_docs:
+        report.update_docs(results)
     print(f"results in {out}/; {results['wall_seconds']:.0f} s in all", flush=True)
     return 0
 

@@ -342,7 +342,8 @@ def start_memcached() -> tuple[Callable[[], Any], str]:
         from mirakuru import TCPExecutor
     except ImportError:
         raise MemcachedUnavailable(
-            "a private memcached needs mirakuru and port-for: pip install 'greenpool[demo]', "
+            "a private memcached needs mirakuru and port-for (in a checkout: "
+            "pip install -e . --group demo), "
             "or pass --memcached HOST:PORT"
         ) from None
 

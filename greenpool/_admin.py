@@ -145,7 +145,7 @@ class Administration(Generic[C]):
         self._check_usable()
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges and counters (README.rst, "Stats").
+        """Return a snapshot of the pool's gauges and counters (the "Operations" page).
 
         Unlike the other methods, this one may be called from any thread (a
         metrics exporter's, say): it only reads.

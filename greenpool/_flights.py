@@ -93,7 +93,7 @@ def check_options(
 
     *ttl* is memcached's expiry (0: none; beyond 30 days, a Unix time), *lease_ttl*
     at least 1, *recache_before* ``None`` or at least 2 (memcached's clock ticks
-    once a second: see README.rst, "Stampede protection") and below a *ttl* of
+    once a second: see the "Stampede protection" page) and below a *ttl* of
     30 days or less; *wait* non-negative seconds (``math.inf``: no limit).
     """
     if not callable(compute):
@@ -160,7 +160,7 @@ def serialized(serde: Any, wire: bytes, value: Any, encoding: str) -> Raw:
 
 
 class StampedeStats(TypedDict):
-    """What ``stampede_stats()`` returns; README.rst, "Stampede protection", documents each key."""
+    """What ``stampede_stats()`` returns; the "Stampede protection" page documents each."""
 
     lease_wins: int
     waits: int

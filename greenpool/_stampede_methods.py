@@ -4,7 +4,7 @@
 :class:`~greenpool.stampede.Stampede` (made on first use: one flight table,
 one lease batcher, one meta probe per pool, so per server);
 :class:`ClusterStampede` sends each key's call to its server's PooledClient
-with HashClient's failover rules. README.rst, "Stampede protection", is the
+with HashClient's failover rules. The "Stampede protection" page is the
 user's guide.
 """
 
@@ -48,7 +48,7 @@ class PooledStampede:
 
         Return the value of *key*, computing it with ``compute()`` when it is
         missing, at most once at a time per key across every process that shares
-        the server (memcached 1.6.10 or newer; README.rst, "Stampede protection").
+        the server (memcached 1.6.10 or newer; the "Stampede protection" page).
 
         The value is stored with the client's serde for *ttl* seconds (0: no
         expiry), so a plain ``get`` reads it, and every caller gets what ``get``
@@ -87,7 +87,7 @@ class PooledStampede:
         return self.stampede.invalidate(key, self.check_key(key), stale)
 
     def stampede_stats(self) -> StampedeStats:
-        """get_or_compute's counters (README.rst, "Stampede protection")."""
+        """get_or_compute's counters (the "Stampede protection" page)."""
         return self.stampede.stats()
 
 

@@ -44,7 +44,7 @@ __all__ = ["DEFAULT_AUTOBATCH", "DEFAULT_MAX_KEYS", "AutoBatcher", "BatchStats"]
 
 #: Whether PooledClient and HashClient batch their gets unless told.
 DEFAULT_AUTOBATCH = True
-#: Default *max_keys*: the most keys in one ``get`` command (README.rst, "Autobatching").
+#: Default *max_keys*: the most keys in one ``get`` command (the "Autobatching" page).
 DEFAULT_MAX_KEYS = 128
 
 _thread_ident = get_original("_thread", "get_ident")
@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 
 class BatchStats(TypedDict):
-    """What :meth:`AutoBatcher.stats` returns; README.rst documents each key."""
+    """What :meth:`AutoBatcher.stats` returns; the "Autobatching" page documents each."""
 
     batches: int
     batches_alone: int
@@ -133,7 +133,7 @@ class AutoBatcher(Dispatch):
         return f"<{type(self).__name__} of {self.pool!r} max_keys={self.max_keys}>"
 
     def stats(self) -> BatchStats:
-        """Return the batcher's counters (README.rst, "Autobatching")."""
+        """Return the batcher's counters (the "Autobatching" page)."""
         return BatchStats(
             batches=self._batches,
             batches_alone=self._alone_calls,

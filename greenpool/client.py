@@ -153,7 +153,7 @@ _NO_BATCHES = BatchStats(
 
 class PooledClientStats(PoolStats, BatchStats):
     """What :meth:`PooledClient.pool_stats` returns: the pool's stats and the
-    batcher's (zeros without autobatching); README.rst documents each key."""
+    batcher's (zeros without autobatching); the docs document each."""
 
 
 class PooledClient(PooledStampede):

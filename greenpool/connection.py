@@ -68,8 +68,8 @@ class Client(Commands, MetaCommands, _PymemcacheClient):  # type: ignore[misc]
 
     Same constructor, commands and results as pymemcache's; what differs is
     what happens when a command does not finish (see the module docstring). Its
-    commands build their replies' readers in :mod:`greenpool._commands`; it adds
-    memcached's meta commands (:class:`greenpool.meta.MetaCommands`).
+    commands build their replies' readers in ``greenpool._commands``; it adds
+    memcached's meta commands (``meta_get``, ``meta_set``... below).
     :func:`greenpool.client_factory` builds these.
     """
 

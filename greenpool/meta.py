@@ -275,7 +275,7 @@ class MetaCommands:
 
     def probe_meta(self) -> bool:
         """Whether the server speaks the stable meta protocol: ``mn`` answered with
-        ``MN`` by a memcached of :data:`META_VERSION` or newer (or one whose version
+        ``MN`` by a memcached of ``META_VERSION`` (1.6.10) or newer (or one whose version
         does not parse). An older memcached answers ``ERROR`` or its older
         dialect; twemproxy (nutcracker) closes the connection instead, which costs
         this client its connection and answers ``False``."""

@@ -4,8 +4,8 @@ The pool asks it on the way out (:meth:`LendPolicy.verdict`, for each idle
 client about to be lent, when any option is set), on the way back
 (:meth:`LendPolicy.expires`, when a client is made) and after each return
 (:meth:`LendPolicy.cold`, to shrink an idle pool toward its demand). The
-options are ClientPool's keyword arguments (README.rst, "Operating in
-production"); all are off by default, and then no idle client needs a look.
+options are ClientPool's keyword arguments (the docs' "Operations" page); all
+are off by default, and then no idle client needs a look.
 """
 
 from __future__ import annotations

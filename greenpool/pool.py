@@ -107,7 +107,7 @@ class ClientPool(Administration[C]):
     >>> pool.stats()["in_use"]
     0
 
-    Operating options, all off by default (README.rst, "Operating in production"):
+    Operating options, all off by default (the "Operations" page):
     *max_idle* seconds before an idle client is closed instead of reused;
     *max_lifetime* seconds (less up to 5% jitter) before a client is closed on
     its way back; *check_after_idle* seconds idle before a client is verified

@@ -38,7 +38,7 @@ class RendezvousHash:
     The same constructor, attributes (*nodes*, *seed*) and methods, and the same
     node for every key: each node scores ``hash_function(f"{node}-{key}", seed)``
     and the highest wins, ties going to the greater name. *hash_function*
-    defaults to :data:`murmur3_32`.
+    defaults to ``murmur3_32``.
 
     >>> ring = RendezvousHash(["10.0.0.1:11211", "10.0.0.2:11211"])
     >>> ring.get_node("user:42")

@@ -27,7 +27,7 @@ DISCARD_REASONS = (
 
 
 class PoolStats(TypedDict):
-    """What :meth:`ClientPool.stats` returns; README.rst documents each key."""
+    """What :meth:`ClientPool.stats` returns; the "Operations" page documents each."""
 
     maxsize: int
     size: int

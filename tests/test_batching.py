@@ -175,7 +175,7 @@ class _KeptBusy(PooledClient):
     Unless *pipelined*, each write is followed by a ``version`` round trip on its
     own connection, so memcached has applied it before the next read: a noreply
     write and a batched get on another connection may otherwise arrive in either
-    order (README.rst, "Your own writes"), which is not what the scenarios
+    order (docs/autobatching.rst, "Your own writes"), which is not what the scenarios
     compare. With *pipelined*, each write goes in a pipeline instead (none goes
     out alone), on the pool's one connection, which keeps them all in order.
     """

@@ -184,7 +184,7 @@ def _check_bounded_by_its_own_timeout(client: Any) -> None:
 
 
 def test_a_check_that_times_itself_out_is_a_failed_check(make_pool: MakePool) -> None:
-    """The README promises no error to the caller when a fresh connection works."""
+    """The docs promise no error to the caller when a fresh connection works."""
     pool = make_pool(1, check=_check_bounded_by_its_own_timeout)
     with pool.reserve() as mc:
         mc.version()

@@ -1,7 +1,7 @@
 """greenpool behind twemproxy: Debian's nutcracker in front of real memcacheds.
 
 What nutcracker does with each command is checked with a plain pymemcache
-``Client`` (README.rst's "Clusters and proxies" table says the same); what a
+``Client`` (docs/clusters.rst's table says the same); what a
 pool makes of it with ``PooledClient``. The pool's connections are counted by
 a relay in front of nutcracker (tests/proxy.py): nutcracker's own
 ``total_connections`` also counts its attempts to reach a backend.

@@ -281,12 +281,12 @@ def test_fill_rejects_what_it_cannot_clone(make_pool: MakePool) -> None:
 
 
 def test_stats_has_every_documented_key(make_pool: MakePool) -> None:
-    """stats() has exactly the PoolStats keys, all documented in README.rst."""
+    """stats() has exactly the PoolStats keys, all documented in docs/operations.rst."""
     pool = make_pool(3)
     with pool.reserve():
         stats = pool.stats()
     assert set(stats) == set(greenpool.PoolStats.__annotations__)
-    readme = (Path(__file__).parent.parent / "README.rst").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "operations.rst").read_text()
     assert [k for k in stats if f"``{k}``" not in readme] == []
     gauges = {k: stats[k] for k in ("maxsize", "size", "idle", "in_use", "waiting")}  # type: ignore[literal-required]
     assert gauges == {"maxsize": 3, "size": 1, "idle": 0, "in_use": 1, "waiting": 0}

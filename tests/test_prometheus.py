@@ -150,6 +150,7 @@ def test_framework_backends_are_collected_per_server(
         )
         backend: Any = handler["default"]
     else:
+        pytest.importorskip("flask_caching")  # Flask-Caching 2.5 needs Python 3.11
         from greenpool.flask_caching import MemcachedCache
 
         backend = MemcachedCache(locations)
