@@ -171,7 +171,7 @@ class CheckedKeys:
 
     __slots__ = ("allow_unicode_keys", "key_prefix", "known", "most")
 
-    def __init__(self, key_prefix: bytes, allow_unicode_keys: bool, most: int = 4096) -> None:
+    def __init__(self, key_prefix: bytes, allow_unicode_keys: bool, most: int = 16384) -> None:
         self.key_prefix = key_prefix
         self.allow_unicode_keys = allow_unicode_keys
         self.most = most

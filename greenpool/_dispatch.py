@@ -125,7 +125,7 @@ class Dispatch:
         get: Optional[Op] = None
         try:
             with self.pool.reserve() as client:
-                self._check_client(client)
+                self._check_client(client, pipelined=bool(ops))
                 if not isinstance(client, Client):  # gets only: see AutoBatcher
                     if chunk is not None:
                         fetch(client, chunk, cas)
@@ -154,8 +154,14 @@ class Dispatch:
         with self.pool.reserve() as client:  # the one that failed was cut: another
             fetch(client, chunk, cas, True)
 
-    def _check_client(self, client: Any) -> None:
-        """Keys were checked with the batcher's settings: the client's must match."""
+    def _check_client(self, client: Any, pipelined: bool = False) -> None:
+        """Keys were checked with the batcher's settings: the client's must match;
+        and commands that were built for a pipeline need a greenpool Client."""
+        if pipelined and not isinstance(client, Client):
+            raise TypeError(
+                f"the clients of pool {self.pool.name!r} are not greenpool Clients: "
+                f"AutoBatcher.run needs them (its gets do not)"
+            )
         if (
             client.key_prefix != self.key_prefix
             or client.allow_unicode_keys != self.allow_unicode_keys

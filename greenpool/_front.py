@@ -51,6 +51,13 @@ class Front(Client):
         super().__init__(prototype.server, **client_settings(prototype))
         self.batcher = batcher
 
+    def check_key(self, key: Any, key_prefix: bytes) -> bytes:
+        """The key as sent: the batcher's checked-key memo, which has this
+        client's prefix and rule (``Client.check_key`` for any other prefix)."""
+        if key_prefix is self.key_prefix:
+            return self.batcher.checked(key)
+        return super().check_key(key, key_prefix)
+
     def _exchange(
         self,
         cmd: bytes,

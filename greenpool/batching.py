@@ -118,8 +118,9 @@ class AutoBatcher(Dispatch):
         self._pending = {}
         self._ops = []
         self._scheduled = False  # a flush is due
-        self._checked = CheckedKeys(key_prefix, allow_unicode_keys)
-        self._known = self._checked.known
+        #: The key check, remembered (CheckedKeys): the key as sent, or raise.
+        self.checked = CheckedKeys(key_prefix, allow_unicode_keys)
+        self._known = self.checked.known
         self._cas = False  # a gets is pending
         self._running = 0  # plain calls, pipelines and callers still to wake
         self._thread = None
@@ -217,7 +218,7 @@ class AutoBatcher(Dispatch):
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
         if follow_up is None and not self._running and not self._scheduled:
-            return self._alone(0, "_exchange", cmd, read)  # type: ignore[no-any-return]
+            return self._alone(0, "_exchange_on", cmd, read)  # type: ignore[no-any-return]
         op = Op(cmd, read, Waiter(self._hub), noreply, follow_up)
         self._enqueue(op)
         try:
@@ -272,7 +273,7 @@ class AutoBatcher(Dispatch):
         """The key as sent (checked as memcached parses it, with the clients'
         prefix), or raise MemcacheIllegalInputError in the caller, before the key
         joins anything."""
-        wire = self._checked(key)
+        wire = self.checked(key)
         if key.__class__ is not str and key.__class__ is not bytes:
             hash(key)  # pymemcache names its results by the key: an unhashable one fails
         return wire
@@ -307,6 +308,9 @@ class AutoBatcher(Dispatch):
         self._sent += keys
         try:
             with self.pool.reserve() as client:
+                if method == "_exchange_on":
+                    self._check_client(client, pipelined=True)
+                    return client._exchange(*args)
                 return getattr(client, method)(*args)
         finally:
             if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.socket
 import pytest
 
+import greenpool
 from greenpool import AutoBatcher, ClientPool, PooledClient, PoolError
 from tests.memcached import MemcachedServer
 from tests.proxy import FaultProxy
@@ -95,3 +97,28 @@ def test_a_batcher_refuses_a_thread_its_pool_does_not_belong_to(
     error = in_another_thread(lambda: batcher.get(key("a")))
     assert isinstance(error, PoolError) and "'owned' belongs to thread" in str(error)
     assert batcher.get(key("a")) == b"1"
+
+
+def test_a_batcher_over_clients_of_another_kind_refuses_pipelined_commands(
+    memcached: MemcachedServer, key: Key
+) -> None:
+    """AutoBatcher.run needs greenpool Clients (their commands' readers); over a
+    pool of plain pymemcache clients its gets still batch, and a pipelined
+    command raises TypeError instead of leaving its caller without a result."""
+    from pymemcache.client.base import Client as PlainClient
+
+    pool: ClientPool[Any] = ClientPool(
+        lambda: PlainClient(memcached.address, socket_module=gevent.socket), 2
+    )
+    batcher = AutoBatcher(pool)
+    with pool.reserve() as mc:
+        mc.set(key("a"), b"1", noreply=False)
+    cmd, read = greenpool.Client(memcached.address).fetch_raw_op([key("a").encode()])
+    lone = gevent.spawn(batcher.get, key("a"))  # in flight: the next two batch
+    piped = gevent.spawn(batcher.run, cmd, read)
+    batched = gevent.spawn(batcher.get, key("a"))
+    gevent.joinall([lone, piped, batched], timeout=5)
+    assert isinstance(piped.exception, TypeError)
+    assert lone.value == b"1" and batched.value == b"1"
+    with pytest.raises(TypeError, match="greenpool Clients"):
+        batcher.run(cmd, read)  # alone, on a reserved client
