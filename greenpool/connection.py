@@ -21,9 +21,10 @@ end of a reply. This client keeps the state of its connection as a fact:
   pymemcache does;
 - a reply read to its end leaves the connection in step, unless bytes nobody
   asked for came with it (then it is closed and the command raises). A complete
-  ``SERVER_ERROR`` reply to the last command sent counts as read to its end:
-  memcached (for an item too large), twemproxy and mcrouter (for a failed
-  backend) answer so and carry on;
+  error reply counts as read to its end, once the call's other replies are read
+  too: a ``SERVER_ERROR`` (memcached's for an item too large, twemproxy's and
+  mcrouter's for a failed backend: they answer so and carry on), or a
+  ``CLIENT_ERROR`` to an incr or decr (a value that is not a number);
 - a ``raw_command`` reply's length cannot be known, so its connection is closed
   after it: the next command reconnects;
 - a connect that fails (refused, a name that does not resolve, timed out) is
