@@ -5,9 +5,10 @@ one command path (:meth:`greenpool.Client._exchange`), or to a pipeline.
 pymemcache's ``Client`` sends everything through three methods, ``_fetch_cmd``
 (get, gets, stats...), ``_store_cmd`` (set, add, cas...) and ``_misc_cmd``
 (delete, incr, touch, version...); :class:`Commands` overrides them, and adds
-the AutoBatcher's own reads of keys checked already (:meth:`Commands.fetch_raw`,
-:meth:`Commands.fetch_each`) and their ``_op`` forms, which return the command
-and its reader unsent, for a pipeline (:mod:`greenpool._pipeline`). A reader
+the AutoBatcher's own reads of keys checked already: a multi-key get
+(:meth:`Commands.fetch_raw`) or a get per key (:meth:`Commands.fetch_each_op`),
+whose ``_op`` forms return the command and its reader unsent, for a pipeline
+(:mod:`greenpool._pipeline`). A reader
 reads its command's whole reply: on a complete error reply it reads the rest of
 its own replies first, then raises with the connection in step
 (:data:`greenpool._reply.IN_STEP`); on anything that fits no reply it raises at
@@ -129,11 +130,6 @@ class Commands:
     ) -> Exchange[dict[bytes, Value]]:
         """:meth:`fetch_raw`'s command and reply reader, for a pipeline."""
         return self._get_op(b"gets" if cas else b"get", wire_keys, frozenset(wire_keys), cas)
-
-    def fetch_each(self, wire_keys: list[bytes], cas: bool = False) -> list[Outcome]:
-        """A ``get`` (``gets`` with *cas*) of each of *wire_keys* (see
-        :meth:`fetch_each_op`), all in one write: each key's own outcome."""
-        return self._exchange(*self.fetch_each_op(wire_keys, cas))
 
     def fetch_each_op(self, wire_keys: list[bytes], cas: bool = False) -> Exchange[list[Outcome]]:
         """A ``get`` (``gets`` with *cas*) of each of *wire_keys* (checked and

@@ -42,7 +42,7 @@ _GETS_HEADER = re.compile(rb"VALUE (\S{1,250}) (\d{1,10}) (\d{1,10}) (\d{1,20})\
 
 #: A value of a get reply, by its key as sent: (flags, data, cas token or None).
 Value = tuple[int, bytes, Optional[bytes]]
-#: One key's outcome in ``Client.fetch_each``: its value, None, or its error.
+#: One key's outcome in ``Client.fetch_each_op``'s reader: its value, None, or its error.
 Outcome = Union[Value, None, Exception]
 T = TypeVar("T")
 #: A command's bytes and the reader of its reply: the socket (or anything with

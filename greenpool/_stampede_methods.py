@@ -2,7 +2,8 @@
 
 :class:`PooledStampede` gives a :class:`~greenpool.PooledClient` its
 :class:`~greenpool.stampede.Stampede` (made on first use: one flight table,
-one lease batcher, one meta probe per pool, so per server);
+its lease requests sent through the client's batcher, one meta probe per
+pool, so per server);
 :class:`ClusterStampede` sends each key's call to its server's PooledClient
 with HashClient's failover rules. The "Stampede protection" page is the
 user's guide.
@@ -39,7 +40,7 @@ class PooledStampede:
 
     @functools.cached_property
     def stampede(self) -> Stampede:
-        """This client's flights, lease batcher and background recomputes."""
+        """This client's flights, lease requests and background recomputes."""
         return Stampede(self.pool, self.serde, self.encoding, self._leases())
 
     def get_or_compute(self, key: Any, compute: Callable[[], Any], ttl: int, **options: Any) -> Any:
