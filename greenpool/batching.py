@@ -218,7 +218,7 @@ class AutoBatcher(Dispatch):
         if self._thread != _thread_ident() or self._epoch != _fork.epoch:
             self._adopt()
         if follow_up is None and not self._running and not self._scheduled:
-            return self._alone(0, "_exchange_on", cmd, read)  # type: ignore[no-any-return]
+            return self._alone(0, "_exchange", cmd, read, built=True)  # type: ignore[no-any-return]
         op = Op(cmd, read, Waiter(self._hub), noreply, follow_up)
         self._enqueue(op)
         try:
@@ -297,9 +297,10 @@ class AutoBatcher(Dispatch):
             self._cas = True
         return entry
 
-    def _alone(self, keys: int, method: str, *args: Any) -> Any:
+    def _alone(self, keys: int, method: str, *args: Any, built: bool = False) -> Any:
         """The plain call on a reserved client, for a caller with no one to batch
-        with: a batch of its own, running while it runs."""
+        with: a batch of its own, running while it runs. A command *built* by a
+        greenpool Client needs one of those to run on."""
         epoch = self._epoch
         self._running += 1
         self._batches += 1
@@ -308,9 +309,8 @@ class AutoBatcher(Dispatch):
         self._sent += keys
         try:
             with self.pool.reserve() as client:
-                if method == "_exchange_on":
+                if built:
                     self._check_client(client, pipelined=True)
-                    return client._exchange(*args)
                 return getattr(client, method)(*args)
         finally:
             if epoch == _fork.epoch:  # else it forked meanwhile, and _adopt reset _running

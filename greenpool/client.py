@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from greenpool._checks import check_bool, check_key, check_seconds, check_size
 from greenpool._front import PIPELINED, Front
@@ -138,16 +138,9 @@ _BATCHED_READS = (
     ("get_multi", _nothing),
     ("gets_many", _nothing),
 )
-_NO_BATCHES = BatchStats(
-    batches=0,
-    batches_alone=0,
-    batch_commands=0,
-    keys_asked=0,
-    keys_sent=0,
-    keys_per_batch=0.0,
-    keys_retried=0,
-    pipelines=0,
-    commands_pipelined=0,
+#: A PooledClient's batching counters without a batcher: every one at 0.
+_NO_BATCHES = cast(
+    BatchStats, {**dict.fromkeys(BatchStats.__annotations__, 0), "keys_per_batch": 0.0}
 )
 
 
