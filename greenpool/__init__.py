@@ -8,7 +8,8 @@ its life and takes it back when the greenlet ends; ``PooledClient`` and
 ``HashClient`` are drop-ins for pymemcache's, running each command on a client
 lent for it, and add ``get_or_compute``: a missing value computed once across
 processes, with memcached's meta protocol (``MetaRequest``, ``MetaReply``);
-``AutoBatcher`` sends the gets of concurrent greenlets as one multi-key get;
+``AutoBatcher`` sends the gets of concurrent greenlets as one multi-key get,
+and their other commands in the same write;
 ``RendezvousHash``, ``LibmemcachedKetama`` and ``TwemproxyKetama`` place a
 cluster's keys as pymemcache, pylibmc and twemproxy do.
 ``greenpool.django`` and ``greenpool.flask_caching`` hold cache backends for

@@ -4,7 +4,9 @@ Every command method is generated from :class:`greenpool.Client`'s own
 (:func:`_command`): it reserves a client from a :class:`~greenpool.ClientPool`
 for exactly one command, so an interrupted command costs its client and never
 leaves a reply behind for another caller. One reservation per call, and no
-other layer: this is the hot path.
+other layer: this is the hot path. With *autobatch* (the default), the reads
+go through the client's :class:`~greenpool.AutoBatcher` instead, and the
+writes through a front client (``greenpool._front``) that hands them to it.
 """
 
 from __future__ import annotations
@@ -173,7 +175,9 @@ class PooledClient(PooledStampede):
     such as ``name``. *autobatch* sends get, gets, get_many and gets_many
     through an :class:`~greenpool.AutoBatcher` (``self.batcher``): the gets
     of concurrent greenlets go out together, in commands of at most
-    *autobatch_max_keys* keys. :meth:`get_or_compute` computes a missing value
+    *autobatch_max_keys* keys; and it pipelines their writes (set, set_many,
+    add, replace, append, prepend, cas, delete, delete_many, incr, decr,
+    touch) in the same writes, at most *autobatch_max_keys* commands to one. :meth:`get_or_compute` computes a missing value
     once across processes (memcached's meta protocol), and the ``meta_*``
     methods are :class:`greenpool.Client`'s.
 

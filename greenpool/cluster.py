@@ -60,7 +60,8 @@ class HashClient(ClusterStampede, Failover, _PymemcacheHashClient):  # type: ign
     *max_pool_size* clients, whose callers wait up to *pool_timeout* seconds;
     *pool_idle_timeout*, *lock_generator*, *pool_options*, *autobatch* and
     *autobatch_max_keys* mean what they mean for :class:`~greenpool.PooledClient`:
-    with *autobatch*, each server batches the gets sent to it; get_or_compute,
+    with *autobatch*, each server batches the gets and pipelines the writes
+    sent to it; get_or_compute,
     invalidate and the meta commands go to the key's server. *key_prefix* may
     be ``str`` (ASCII, or UTF-8 with *allow_unicode_keys*) or ``bytes``. Client
     options default to :data:`~greenpool.CLIENT_DEFAULTS` rather than
