@@ -108,8 +108,8 @@ class Dispatch:
             error = PoolError(f"a batch of pool {self.pool.name!r} was interrupted: {exc!r}")
         if epoch != _fork.epoch:
             error = PoolError(f"the process forked while a batch of pool {self.pool.name!r} ran")
-            for op in ops:
-                op.done = False
+            for op in ops:  # what was read came over a socket the parent shares
+                op.done = op.noreply and op.done  # (noreply callers were answered once sent)
         self._hub.loop.run_callback(self._wake, chunk, ops, error, epoch)
         if interrupted is not None:
             raise interrupted
