@@ -177,9 +177,10 @@ class PooledClient(PooledStampede):
     of concurrent greenlets go out together, in commands of at most
     *autobatch_max_keys* keys; and it pipelines their writes (set, set_many,
     add, replace, append, prepend, cas, delete, delete_many, incr, decr,
-    touch) in the same writes, at most *autobatch_max_keys* commands to one. :meth:`get_or_compute` computes a missing value
-    once across processes (memcached's meta protocol), and the ``meta_*``
-    methods are :class:`greenpool.Client`'s.
+    touch) in the same writes, at most *autobatch_max_keys* commands to one.
+    :meth:`get_or_compute` computes a missing value once across processes
+    (memcached's meta protocol), and the ``meta_*`` methods are
+    :class:`greenpool.Client`'s.
 
     >>> mc = PooledClient(memcached_address, max_pool_size=4)
     >>> mc.set("pooled", "yes")
